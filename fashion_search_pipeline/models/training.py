@@ -1,0 +1,419 @@
+"""Contrastive training of a CLIP on the catalog's own (image, caption) pairs.
+
+Trains an open_clip model (a small one from scratch, or a registry model being fine-tuned) with the
+symmetric CLIP loss and its learnable logit scale. Images are decoded once into a uint8 cache at the
+model's input size; each step augments and normalises a batch of that cache. Also holds the pieces
+that judge such a model: a deterministic held-out split by item and held-out text->image MRR.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+from PIL import Image
+from torchvision.transforms import Normalize
+
+MIN_PAIRS = 2
+FREEZE_CHOICES = ("none", "image", "text")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+CAPTION_ATTRIBUTES = ("gender", "colour", "article_type")
+MAX_LOGIT_SCALE = math.log(100.0)
+LOG_INTERVAL_SECONDS = 30.0
+
+Caption = str | Sequence[str]
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyper-parameters of one training run; the defaults suit the small from-scratch model on a CPU."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 20
+    freeze: str = "none"
+    augment_images: bool = True
+    augment_text_from_attributes: bool = True
+    seed: int = 0
+    max_train_seconds: float | None = 480.0
+    num_threads: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainingConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size < MIN_PAIRS:
+            raise ValueError(f"TrainingConfig.batch_size must be at least {MIN_PAIRS} (contrastive loss), "
+                             f"got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainingConfig.learning_rate must be positive, got {self.learning_rate}")
+        if self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ValueError("TrainingConfig.weight_decay and warmup_steps must not be negative, got "
+                             f"{self.weight_decay} and {self.warmup_steps}")
+        if self.max_train_seconds is not None and not self.max_train_seconds > 0:
+            raise ValueError(f"TrainingConfig.max_train_seconds must be positive or None, "
+                             f"got {self.max_train_seconds}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"TrainingConfig.num_threads must be at least 1 or None, got {self.num_threads}")
+        for name, choices in (("freeze", FREEZE_CHOICES), ("device", DEVICE_CHOICES),
+                              ("precision", PRECISION_CHOICES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"TrainingConfig.{name} must be one of {choices}, got {getattr(self, name)!r}")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the trained model (eval mode, on the training device) and how it went."""
+
+    model: torch.nn.Module
+    epoch_losses: list[float]
+    samples_per_second: float
+    wall_seconds: float
+    cache_seconds: float
+    steps: int
+    stopped_by_time_budget: bool
+    device: str
+    autocast_dtype: str | None
+    logit_scale: float
+
+
+def holdout_split(item_ids: Sequence[str], holdout_fraction: float = 0.1,
+                  seed: str = "fsp") -> tuple[list[str], list[str]]:
+    """Split item ids into (train, held_out), both sorted.
+
+    An item is held out when the hash of (seed, item_id) falls below holdout_fraction, so its side
+    never depends on the order of the ids, on the other items, or on the run.
+    """
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be between 0 and 1 (exclusive), got {holdout_fraction}")
+    ids = list(item_ids)
+    duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)
+    if duplicates:
+        raise ValueError(f"holdout_split got duplicate item ids: {duplicates[:5]}")
+    if len(ids) < MIN_PAIRS:
+        raise ValueError(f"holdout_split needs at least {MIN_PAIRS} items, got {len(ids)}")
+    held_out = sorted(i for i in ids if _holdout_score(seed, i) < holdout_fraction)
+    train = sorted(i for i in ids if _holdout_score(seed, i) >= holdout_fraction)
+    if not held_out or not train:
+        side = "held-out" if not held_out else "training"
+        raise ValueError(
+            f"holdout_split put no item on the {side} side ({len(ids)} items, "
+            f"holdout_fraction={holdout_fraction}); at least {MIN_PAIRS} items with one on each side are "
+            "needed: add items or change holdout_fraction")
+    return train, held_out
+
+
+def _holdout_score(seed: str, item_id: str) -> float:
+    digest = hashlib.sha256(f"{seed}\x00{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def text_with_attributes(description: str, attributes: Mapping[str, str | None]) -> str:
+    """Prefix a description with its non-empty attribute values, in mapping order.
+
+    text_with_attributes("Puma Men Ferrari Black Fleece Jacket",
+    {"gender": "Men", "colour": "Black", "article_type": "Jackets"})
+    == "Men Black Jackets: Puma Men Ferrari Black Fleece Jacket"
+    """
+    values = [str(v).strip() for v in attributes.values() if v is not None and str(v).strip()]
+    if not values:
+        return description
+    return f"{' '.join(values)}: {description}"
+
+
+def training_captions(description: str, attributes: Mapping[str, str | None],
+                      config: TrainingConfig) -> list[str]:
+    """The captions one item trains with: its description, plus (when the config augments text from
+    attributes) the description prefixed with its CAPTION_ATTRIBUTES. Each epoch samples one."""
+    captions = [description]
+    if config.augment_text_from_attributes:
+        chosen = {name: attributes.get(name) for name in CAPTION_ATTRIBUTES}
+        augmented = text_with_attributes(description, chosen)
+        if augmented != description:
+            captions.append(augmented)
+    return captions
+
+
+def random_mrr(n: int) -> float:
+    """Expected MRR of a uniformly random ranking of n candidates with one relevant: (1/n) sum 1/r."""
+    if n < 1:
+        raise ValueError(f"random_mrr needs at least 1 candidate, got {n}")
+    return sum(1.0 / r for r in range(1, n + 1)) / n
+
+
+def heldout_mrr(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
+                pairs: Sequence[tuple[bytes, str]], batch_size: int = 128) -> float:
+    """Text->image MRR over held-out pairs: each text ranks its own image among all the pairs' images
+    by cosine (ties: the image listed first ranks higher)."""
+    if len(pairs) < MIN_PAIRS:
+        raise ValueError(f"heldout_mrr needs at least {MIN_PAIRS} held-out pairs, got {len(pairs)}")
+    image_features, text_features = _embed_pairs(model, preprocess, tokenizer, pairs, batch_size)
+    scores = text_features @ image_features.T
+    own = scores.diagonal()
+    ahead = (scores > own[:, None]).sum(axis=1)
+    earlier = np.tril(scores == own[:, None], k=-1).sum(axis=1)
+    ranks = 1 + ahead + earlier
+    return float(np.mean(1.0 / ranks))
+
+
+def _embed_pairs(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
+                 pairs: Sequence[tuple[bytes, str]], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    images, texts = [], []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(pairs), batch_size):
+                chunk = pairs[start:start + batch_size]
+                pixels = torch.stack([preprocess(_decode(data, start + k)) for k, (data, _) in enumerate(chunk)])
+                tokens = tokenizer([text for _, text in chunk])
+                images.append(model.encode_image(pixels.to(device), normalize=True).float().cpu())
+                texts.append(model.encode_text(tokens.to(device), normalize=True).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(images).numpy(), torch.cat(texts).numpy()
+
+
+def _decode(data: bytes, index: int) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data)).convert("RGB")
+    except Exception as error:
+        raise ValueError(f"pair {index}: image bytes do not decode ({error})") from error
+
+
+def train_clip(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
+               pairs: Sequence[tuple[bytes, Caption]], config: TrainingConfig = TrainingConfig(),
+               log: Log | None = None) -> TrainResult:
+    """Train model contrastively on (image bytes, caption or captions) pairs and return it.
+
+    A pair with several captions trains on one of them per epoch, drawn at random. Uses CUDA with
+    mixed precision when available (bf16, or fp16 with a gradient scaler), the CPU otherwise; logs
+    loss, samples/s and ETA through log.
+    """
+    if len(pairs) < MIN_PAIRS:
+        raise ValueError(f"train_clip needs at least {MIN_PAIRS} pairs (contrastive loss), got {len(pairs)}")
+    previous_threads = torch.get_num_threads()
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    try:
+        return _train(model, preprocess, tokenizer, pairs, config, log or _silent)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
+           pairs: Sequence[tuple[bytes, Caption]], config: TrainingConfig, report: Log) -> TrainResult:
+    started = time.perf_counter()
+    device = _resolve_device(config.device)
+    autocast_dtype = _autocast_dtype(config.precision, device)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    mean, std = _normalization(preprocess)
+    cache = _image_cache(pairs, preprocess, mean, std, report)
+    captions = [_captions_of(text, index) for index, (_, text) in enumerate(pairs)]
+    flat = [caption for group in captions for caption in group]
+    tokens = tokenizer(flat)
+    offsets = torch.tensor(np.cumsum([0] + [len(group) for group in captions[:-1]]))
+    counts = torch.tensor([len(group) for group in captions])
+    cache_seconds = time.perf_counter() - started
+    report(f"cached {len(pairs)} images {tuple(cache.shape[1:])} and {len(flat)} captions "
+           f"in {cache_seconds:.1f}s; training on {device}"
+           f"{f' with {autocast_dtype} autocast' if autocast_dtype else ''}")
+
+    model.to(device).train()
+    if config.freeze == "image":
+        model.lock_image_tower()
+    elif config.freeze == "text":
+        model.lock_text_tower()
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.learning_rate)
+    n = len(pairs)
+    batches_per_epoch = min(math.ceil(n / config.batch_size), n // MIN_PAIRS)
+    total_steps = config.epochs * batches_per_epoch
+    warmup = min(config.warmup_steps, total_steps - 1)
+    budget = config.max_train_seconds
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    loss_fn = ClipLoss()
+    mean, std = mean.to(device), std.to(device)
+
+    epoch_losses: list[float] = []
+    step = samples = 0
+    out_of_time = False
+    train_started = last_log = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        order = torch.randperm(n, generator=generator)
+        choice = offsets + (torch.rand(n, generator=generator) * counts).long()
+        losses = []
+        for index, batch in enumerate(torch.tensor_split(order, batches_per_epoch)):
+            elapsed = time.perf_counter() - train_started
+            progress = max(step / total_steps, elapsed / budget if budget else 0.0)
+            lr = config.learning_rate * _lr_factor(step, warmup, progress, warmup / total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            pixels = cache[batch].to(device, non_blocking=True).float()
+            if config.augment_images:
+                pixels = _augment(pixels, generator)
+            pixels = (pixels / 255.0 - mean) / std
+            text = tokens[choice[batch]].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                enabled=autocast_dtype is not None):
+                image_features = model.encode_image(pixels, normalize=True)
+                text_features = model.encode_text(text, normalize=True)
+                loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale.exp().float(),
+                               logit_bias=getattr(model, "logit_bias", None))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
+                                         "lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            losses.append(loss.item())
+            step += 1
+            samples += len(batch)
+            now = time.perf_counter()
+            out_of_time = budget is not None and now - train_started >= budget
+            if out_of_time:
+                break
+            if now - last_log >= LOG_INTERVAL_SECONDS and index < batches_per_epoch - 1:
+                report(_progress(epoch, config, step, total_steps, losses, samples, now - train_started, lr, model))
+                last_log = now
+        epoch_losses.append(float(np.mean(losses)))
+        now = time.perf_counter()
+        report(_progress(epoch, config, step, total_steps, losses, samples, now - train_started, lr, model))
+        last_log = now
+        if out_of_time:
+            report(f"time budget of {budget:.0f}s spent: stopping after {step}/{total_steps} steps "
+                   "(the learning-rate schedule followed the clock, so it has decayed)")
+            break
+
+    train_seconds = time.perf_counter() - train_started
+    model.eval()
+    wall = time.perf_counter() - started
+    report(f"trained {step} steps in {wall:.1f}s ({samples / train_seconds:.1f} samples/s), "
+           f"final loss {epoch_losses[-1]:.4f}")
+    return TrainResult(
+        model=model,
+        epoch_losses=epoch_losses,
+        samples_per_second=samples / train_seconds,
+        wall_seconds=wall,
+        cache_seconds=cache_seconds,
+        steps=step,
+        stopped_by_time_budget=out_of_time,
+        device=str(device),
+        autocast_dtype=str(autocast_dtype).removeprefix("torch.") if autocast_dtype else None,
+        logit_scale=model.logit_scale.exp().item(),
+    )
+
+
+def _progress(epoch: int, config: TrainingConfig, step: int, total_steps: int, losses: list[float], samples: int,
+              elapsed: float, lr: float, model: torch.nn.Module) -> str:
+    eta = elapsed / step * (total_steps - step)
+    if config.max_train_seconds is not None:
+        eta = max(0.0, min(eta, config.max_train_seconds - elapsed))
+    return (f"epoch {epoch}/{config.epochs} step {step}/{total_steps} loss {np.mean(losses):.4f} lr {lr:.2e} "
+            f"scale {model.logit_scale.exp().item():.1f} {samples / elapsed:.1f} samples/s "
+            f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+
+
+def _captions_of(text: Caption, index: int) -> list[str]:
+    group = [text] if isinstance(text, str) else list(text)
+    if not group:
+        raise ValueError(f"pair {index} has no caption")
+    return group
+
+
+def _silent(message: str) -> None:
+    """The log of a caller that wants none."""
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("TrainingConfig.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
+        return None
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def _normalization(preprocess: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+    for transform in getattr(preprocess, "transforms", []):
+        if isinstance(transform, Normalize):
+            return (torch.tensor(transform.mean, dtype=torch.float32).view(1, 3, 1, 1),
+                    torch.tensor(transform.std, dtype=torch.float32).view(1, 3, 1, 1))
+    raise ValueError("preprocess must be a torchvision Compose that ends in Normalize, as open_clip builds it")
+
+
+def _image_cache(pairs: Sequence[tuple[bytes, Caption]], preprocess: Callable, mean: torch.Tensor,
+                 std: torch.Tensor, report: Log) -> torch.Tensor:
+    """Every pair's image through preprocess, de-normalised back to uint8 (n, 3, height, width)."""
+    cache: torch.Tensor | None = None
+    for index, (data, _) in enumerate(pairs):
+        pixels = preprocess(_decode(data, index))
+        if cache is None:
+            cache = torch.empty((len(pairs), *pixels.shape), dtype=torch.uint8)
+        cache[index] = ((pixels * std[0] + mean[0]) * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+        if (index + 1) % 500 == 0:
+            report(f"decoded {index + 1}/{len(pairs)} images")
+    return cache
+
+
+def _augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and a random crop of 80-100% of the side, resized back, per image
+    (float pixels in 0-255, on any device; the randomness comes from the CPU generator)."""
+    n = pixels.shape[0]
+    scale = 0.8 + 0.2 * torch.rand(n, generator=generator)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    shift = (1.0 - scale) * (2.0 * torch.rand(2, n, generator=generator) - 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = scale * flip
+    theta[:, 1, 1] = scale
+    theta[:, 0, 2] = shift[0]
+    theta[:, 1, 2] = shift[1]
+    grid = F.affine_grid(theta.to(pixels.device), list(pixels.shape), align_corners=False)
+    return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only: not on gains, biases, embeddings' positions or the logit scale."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        exempt = parameter.ndim < 2 or "logit_" in name or "positional_embedding" in name or "bias" in name
+        (no_decay if exempt else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_factor(step: int, warmup: int, progress: float, warmup_progress: float) -> float:
+    """Linear warmup over the first steps, then a cosine from 1 to 0 over the rest of progress (0..1)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    remaining = (progress - warmup_progress) / max(1e-9, 1.0 - warmup_progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, remaining))))

@@ -1,0 +1,173 @@
+"""Tests for models/training.py: a tiny real open_clip model, real image bytes, no mocks."""
+
+import io
+import json
+import random
+
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from fashion_search_pipeline.models.training import (
+    TrainingConfig,
+    heldout_mrr,
+    holdout_split,
+    random_mrr,
+    text_with_attributes,
+    train_clip,
+    training_captions,
+)
+
+TINY = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "head_width": 32, "layers": 1},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
+           "black": (10, 10, 10), "white": (245, 245, 245), "purple": (130, 30, 160), "orange": (250, 140, 20)}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A builder of fresh tiny models (seeded, random weights) with their preprocess and tokenizer."""
+    config = tmp_path_factory.mktemp("configs") / "fsp-test-tiny.json"
+    config.write_text(json.dumps(TINY))
+    open_clip.add_model_config(config)
+
+    def build(seed: int = 0):
+        torch.manual_seed(seed)
+        model, _, preprocess = open_clip.create_model_and_transforms("fsp-test-tiny")
+        return model, preprocess, open_clip.get_tokenizer("fsp-test-tiny")
+
+    return build
+
+
+def jpeg(rgb: tuple[int, int, int], size: tuple[int, int] = (30, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, rgb).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def colour_pairs():
+    return [(jpeg(rgb), f"a plain {name} square") for name, rgb in COLOURS.items()]
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_clip, colour_pairs):
+    model, preprocess, tokenizer = tiny_clip()
+    config = TrainingConfig(epochs=12, batch_size=len(colour_pairs), learning_rate=2e-3, warmup_steps=0,
+                            augment_images=False, num_threads=1)
+    messages = []
+    result = train_clip(model, preprocess, tokenizer, colour_pairs, config, log=messages.append)
+    assert result.steps == 12 and len(result.epoch_losses) == 12
+    assert result.epoch_losses[-1] < 0.7 * result.epoch_losses[0]
+    assert result.samples_per_second > 0 and result.wall_seconds >= result.cache_seconds
+    assert result.device == "cpu" and result.autocast_dtype is None
+    assert not result.model.training
+    assert any("samples/s" in m and "ETA" in m and "loss" in m for m in messages)
+
+
+def test_training_samples_among_several_captions_per_image(tiny_clip, colour_pairs):
+    model, preprocess, tokenizer = tiny_clip()
+    pairs = [(image, [text, f"{text}, on a catalog page"]) for image, text in colour_pairs]
+    result = train_clip(model, preprocess, tokenizer, pairs,
+                        TrainingConfig(epochs=2, batch_size=4, warmup_steps=1, num_threads=1))
+    assert result.steps == 4
+    assert all(loss == loss for loss in result.epoch_losses)
+
+
+def test_frozen_image_tower_keeps_its_weights(tiny_clip, colour_pairs):
+    model, preprocess, tokenizer = tiny_clip()
+    visual_before = [p.detach().clone() for p in model.visual.parameters()]
+    text_before = model.text_projection.detach().clone()
+    train_clip(model, preprocess, tokenizer, colour_pairs,
+               TrainingConfig(epochs=2, batch_size=8, warmup_steps=0, freeze="image", num_threads=1))
+    assert all(torch.equal(a, b) for a, b in zip(visual_before, model.visual.parameters()))
+    assert not torch.equal(text_before, model.text_projection)
+
+
+def test_training_and_mrr_refuse_fewer_than_two_pairs(tiny_clip, colour_pairs):
+    model, preprocess, tokenizer = tiny_clip()
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        train_clip(model, preprocess, tokenizer, colour_pairs[:1], TrainingConfig(epochs=1))
+    with pytest.raises(ValueError, match="at least 2 held-out pairs"):
+        heldout_mrr(model, preprocess, tokenizer, colour_pairs[:1])
+
+
+def test_undecodable_image_is_named_by_its_pair(tiny_clip, colour_pairs):
+    model, preprocess, tokenizer = tiny_clip()
+    pairs = [*colour_pairs[:2], (b"not an image", "broken")]
+    with pytest.raises(ValueError, match="pair 2"):
+        train_clip(model, preprocess, tokenizer, pairs, TrainingConfig(epochs=1, batch_size=2))
+
+
+def test_mrr_of_indistinguishable_images_is_the_random_mrr(tiny_clip):
+    model, preprocess, tokenizer = tiny_clip()
+    pairs = [(jpeg((90, 90, 90)), f"grey item number {i}") for i in range(5)]
+    # every text ties on every image; ties go to the image listed first, so text i ranks its own at i + 1
+    assert heldout_mrr(model, preprocess, tokenizer, pairs) == pytest.approx(random_mrr(5))
+
+
+def test_trained_model_retrieves_better_than_untrained(tiny_clip, colour_pairs):
+    model, preprocess, tokenizer = tiny_clip()
+    before = heldout_mrr(model, preprocess, tokenizer, colour_pairs)
+    train_clip(model, preprocess, tokenizer, colour_pairs,
+               TrainingConfig(epochs=25, batch_size=8, learning_rate=2e-3, warmup_steps=0,
+                              augment_images=False, num_threads=1))
+    assert heldout_mrr(model, preprocess, tokenizer, colour_pairs) > max(before, 2 * random_mrr(8))
+
+
+def test_random_mrr_matches_hand_computed_values():
+    assert random_mrr(1) == 1.0
+    assert random_mrr(2) == pytest.approx((1 + 1 / 2) / 2)
+    assert random_mrr(4) == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)  # 25/48
+    assert random_mrr(4) == pytest.approx(25 / 48)
+    with pytest.raises(ValueError, match="at least 1"):
+        random_mrr(0)
+
+
+def test_holdout_split_is_stable_across_runs_orderings_and_other_items():
+    ids = [f"item-{i}" for i in range(2000)]
+    train, held = holdout_split(ids, 0.1)
+    shuffled = ids[:]
+    random.Random(7).shuffle(shuffled)
+    assert holdout_split(shuffled, 0.1) == (train, held)
+    assert set(train) | set(held) == set(ids) and not set(train) & set(held)
+    assert 150 <= len(held) <= 250
+    # an item's side does not depend on which other items exist
+    subset_train, subset_held = holdout_split(ids[:300], 0.1)
+    assert set(subset_held) == set(held) & set(ids[:300])
+    assert set(subset_train) == set(train) & set(ids[:300])
+    assert holdout_split(ids, 0.1, seed="other")[1] != held
+
+
+def test_holdout_split_refuses_too_few_items_and_empty_sides():
+    with pytest.raises(ValueError, match="at least 2 items"):
+        holdout_split(["only"], 0.5)
+    with pytest.raises(ValueError, match="no item on the held-out side.*at least 2 items"):
+        holdout_split(["a", "b", "c"], 1e-12)
+    with pytest.raises(ValueError, match="duplicate item ids"):
+        holdout_split(["a", "b", "a"])
+    with pytest.raises(ValueError, match="holdout_fraction"):
+        holdout_split(["a", "b"], 1.0)
+
+
+def test_text_with_attributes_prefixes_non_empty_values_in_order():
+    attributes = {"gender": "Men", "colour": "Black", "article_type": "Jackets"}
+    description = "Puma Men Ferrari Black Fleece Jacket"
+    assert text_with_attributes(description, attributes) == "Men Black Jackets: Puma Men Ferrari Black Fleece Jacket"
+    assert text_with_attributes(description, {"gender": None, "colour": " "}) == description
+
+
+def test_training_captions_follow_the_config():
+    row = {"gender": "Women", "category": "Apparel/Topwear", "article_type": "Tops", "colour": "Pink"}
+    assert training_captions("Pink Top", row, TrainingConfig()) == ["Pink Top", "Women Pink Tops: Pink Top"]
+    assert training_captions("Pink Top", row, TrainingConfig(augment_text_from_attributes=False)) == ["Pink Top"]
+
+
+@pytest.mark.parametrize("field,value", [("freeze", "both"), ("precision", "fp8"), ("batch_size", 1),
+                                         ("epochs", 0), ("learning_rate", 0.0), ("device", "tpu")])
+def test_bad_config_values_are_named(field, value):
+    with pytest.raises(ValueError, match=f"TrainingConfig.{field}"):
+        TrainingConfig(**{field: value})

@@ -1,0 +1,125 @@
+"""Search indexes: the plan by table size, building them, and ANN recall against exact search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from fashion_search_pipeline.columns import ITEM_ID, VECTOR
+from fashion_search_pipeline.store.indexes import (
+    DEFAULT_MIN_ROWS_FOR_ANN,
+    HNSW_SQ,
+    IVF_PQ,
+    ann_search_params,
+    ensure_indexes,
+    plan_vector_index,
+)
+from fashion_search_pipeline.store.tables import connect, upsert_rows
+from fashion_search_pipeline_tests.store.test_tables import embedding_rows
+
+
+def clustered_unit_vectors(n: int, dim: int, *, clusters: int = 40, seed: int = 0) -> np.ndarray:
+    """Unit vectors around random centres, like embeddings of a catalog of product types."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    points = centres[rng.integers(0, clusters, n)] + 0.35 * rng.normal(size=(n, dim))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def vector_table(db, name: str, vectors: np.ndarray):
+    n, dim = vectors.shape
+    rows = pa.table({
+        ITEM_ID: [f"item-{i:05d}" for i in range(n)],
+        "description": [f"product number {i}" for i in range(n)],
+        VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+    })
+    upsert_rows(db, name, rows)
+    return db.open_table(name)
+
+
+def nearest(table, query: np.ndarray, k: int, *, exact: bool):
+    """A cosine k-NN query: exhaustive, or through the ANN index with the chosen parameters."""
+    search = table.search(query, vector_column_name=VECTOR).distance_type("cosine").limit(k)
+    search = search.select([ITEM_ID, "_distance"])
+    if exact:
+        return search.bypass_vector_index()
+    params = ann_search_params(table)
+    return search.nprobes(params.nprobes).refine_factor(params.refine_factor)
+
+
+def nearest_ids(table, query: np.ndarray, k: int, *, exact: bool) -> list[str]:
+    return nearest(table, query, k, exact=exact).to_arrow()[ITEM_ID].to_pylist()
+
+
+@pytest.fixture
+def db(tmp_path):
+    return connect(str(tmp_path / "lancedb"))
+
+
+def test_small_tables_get_exact_search():
+    assert plan_vector_index(DEFAULT_MIN_ROWS_FOR_ANN - 1, 512) is None
+    assert plan_vector_index(0, 512, min_rows_for_ann=0) is None
+
+
+def test_mid_sized_tables_get_ivf_hnsw_sq_with_sqrt_partitions():
+    plan = plan_vector_index(250_000, 512)
+    assert (plan.index_type, plan.num_partitions, plan.num_sub_vectors) == (HNSW_SQ, 500, None)
+    assert plan.config().distance_type == "cosine"
+
+
+@pytest.mark.parametrize(("dim", "sub_vectors"), [(512, 64), (768, 96), (500, 50), (7, 1)])
+def test_large_tables_get_ivf_pq_with_sub_vectors_dividing_the_dimension(dim, sub_vectors):
+    plan = plan_vector_index(4_000_000, dim)
+    assert (plan.index_type, plan.num_partitions, plan.num_sub_vectors) == (IVF_PQ, 2000, sub_vectors)
+    assert plan.config().num_sub_vectors == sub_vectors
+
+
+def test_ensure_indexes_on_a_small_table_builds_scalar_and_full_text_indexes_only(db):
+    upsert_rows(db, "m__text", embedding_rows(["apple", "banana", "cherry"]))
+    table = db.open_table("m__text")
+    report = ensure_indexes(table)
+    assert report["rows"] == 3
+    assert (report["item_id_index"], report["description_index"]) == ("created", "created")
+    assert report["vector_index"] is None
+    assert {tuple(index.columns): index.index_type for index in table.list_indices()} == {
+        ("item_id",): "BTree",
+        ("description",): "FTS",
+    }
+    assert ann_search_params(table) is None
+    hits = table.search("banana", query_type="fts").limit(5).to_arrow()
+    assert hits[ITEM_ID].to_pylist() == ["banana"]
+
+
+def test_ensure_indexes_again_folds_new_rows_into_the_existing_indexes(db):
+    upsert_rows(db, "m__text", embedding_rows(["apple", "banana"]))
+    table = db.open_table("m__text")
+    ensure_indexes(table)
+    assert ensure_indexes(table)["optimized"] is False
+    upsert_rows(db, "m__text", embedding_rows(["cherry", "damson"], seed=3))
+    table = db.open_table("m__text")
+    report = ensure_indexes(table)
+    assert (report["item_id_index"], report["description_index"], report["optimized"]) == ("present", "present", True)
+    assert all(index.num_unindexed_rows == 0 for index in table.list_indices())
+    assert table.search("damson", query_type="fts").limit(5).to_arrow()[ITEM_ID].to_pylist() == ["damson"]
+
+
+def test_ann_index_recall_at_10_matches_exact_search(db):
+    vectors = clustered_unit_vectors(12_000, 32)
+    table = vector_table(db, "m__image", vectors)
+    report = ensure_indexes(table)
+    assert (report["vector_index"], report["vector_index_action"]) == (HNSW_SQ, "created")
+    assert report["num_partitions"] == 110
+    indexes = {tuple(index.columns): index for index in table.list_indices()}
+    assert indexes[(VECTOR,)].index_type == "IvfHnswSq"
+    assert table.index_stats(indexes[(VECTOR,)].name).distance_type == "cosine"
+
+    queries = clustered_unit_vectors(60, 32, seed=1)
+    assert "ANNIvfPartition" in nearest(table, queries[0], 10, exact=False).explain_plan()
+    assert "ANNIvfPartition" not in nearest(table, queries[0], 10, exact=True).explain_plan()
+    found = sum(
+        len(set(nearest_ids(table, query, 10, exact=True)) & set(nearest_ids(table, query, 10, exact=False)))
+        for query in queries
+    )
+    assert found / (10 * len(queries)) >= 0.95
+    assert ensure_indexes(table)["vector_index_action"] == "present"
