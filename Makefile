@@ -25,6 +25,9 @@ demo: install dagster-home
 test: install
 	$(BIN)/python -m pytest
 
+eval: install
+	$(BIN)/fashion-search evaluate --home $(FASHION_SEARCH_HOME)/eval
+
 dagster: install dagster-home
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 

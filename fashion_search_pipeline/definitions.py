@@ -16,7 +16,9 @@ from fashion_search_pipeline.defs.catalog_assets import (
     image_manifest,
     raw_captions,
 )
+from fashion_search_pipeline.defs.domain_assets import domain_clip
 from fashion_search_pipeline.defs.embedding_assets import build_embeddings_asset
+from fashion_search_pipeline.defs.evaluation_assets import ann_index_recall, metrics_not_regressed, retrieval_evaluation
 from fashion_search_pipeline.defs.io_manager import ParquetIOManager
 from fashion_search_pipeline.defs.partitions import embedding_partitions
 from fashion_search_pipeline.defs.resources import CatalogStorage, ModelRegistry, s3_resource_for, storage_from_env
@@ -43,7 +45,17 @@ def build_definitions(
     )
     embeddings = build_embeddings_asset(embedding_partitions(load_registry(models_file)))
     return Definitions(
-        assets=[raw_captions, image_manifest, catalog_deletions, cleaned_captions, catalog_items, embeddings],
+        assets=[
+            raw_captions,
+            image_manifest,
+            catalog_deletions,
+            cleaned_captions,
+            catalog_items,
+            embeddings,
+            domain_clip,
+            retrieval_evaluation,
+        ],
+        asset_checks=[ann_index_recall, metrics_not_regressed],
         jobs=[catalog_drop_job],
         sensors=[catalog_drop_sensor, catalog_automation_sensor],
         schedules=[nightly_catalog_refresh],

@@ -1,6 +1,7 @@
-"""Materialize the asset graph for catalog drops in-process, on a real Dagster instance.
+"""Materialize the asset graph in-process, on a real Dagster instance, step by step.
 
-The CLI and the integration tests use this; in the UI the same runs start from the asset graph.
+The CLI and the integration tests use this; in the UI the same runs start from the asset graph,
+and the sensor and automation conditions start them in production.
 """
 
 from __future__ import annotations
@@ -16,20 +17,6 @@ from fashion_search_pipeline.defs.catalog_assets import DROP_ASSETS
 from fashion_search_pipeline.defs.partitions import catalog_drops
 
 
-
-@dataclass
-class GraphRun:
-    """The outcome of materializing drops, the catalog and the embeddings."""
-
-    run_ids: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when every run succeeded."""
-        return not self.failures
-
-
 def register_drops(instance: DagsterInstance, drop_ids: Iterable[str]) -> list[str]:
     """Add the drops that are new to the `catalog_drops` partitions; returns the new ones."""
     wanted = [validate_drop_id(d) for d in drop_ids]
@@ -40,19 +27,63 @@ def register_drops(instance: DagsterInstance, drop_ids: Iterable[str]) -> list[s
     return new
 
 
-def _run(defs: Definitions, instance: DagsterInstance, selection, partition_key, outcome: GraphRun, what: str):
-    result = materialize(
-        list(defs.assets),
-        instance=instance,
-        resources=defs.resources,
-        selection=list(selection),
-        partition_key=partition_key,
-        raise_on_error=False,
-    )
-    outcome.run_ids.append(result.run_id)
-    if not result.success:
-        outcome.failures.append(f"{what} (run {result.run_id})")
-    return result
+@dataclass
+class GraphRunner:
+    """Runs assets of `defs` on `instance`, collecting run ids and failures (a failure never stops the rest)."""
+
+    defs: Definitions
+    instance: DagsterInstance
+    log: Callable[[str], None] = print
+    console_log_level: str = "DEBUG"
+    run_ids: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every run succeeded."""
+        return not self.failures
+
+    def run(self, what: str, selection: list[str], partition_key=None, config: dict | None = None) -> bool:
+        """Materialize `selection` (one partition, or unpartitioned); True on success."""
+        self.log(f"materializing {what}")
+        run_config: dict = {"loggers": {"console": {"config": {"log_level": self.console_log_level}}}}
+        if config:
+            run_config["ops"] = config
+        result = materialize(
+            list(self.defs.assets),
+            instance=self.instance,
+            resources=self.defs.resources,
+            selection=selection,
+            partition_key=partition_key,
+            raise_on_error=False,
+            run_config=run_config,
+        )
+        self.run_ids.append(result.run_id)
+        if not result.success:
+            self.failures.append(f"{what} (run {result.run_id})")
+        return result.success
+
+    def drops(self, drop_ids: Iterable[str]) -> None:
+        """Register and materialize each drop's assets."""
+        drops = sorted(drop_ids)
+        register_drops(self.instance, drops)
+        for drop_id in drops:
+            self.run(f"drop {drop_id}", list(DROP_ASSETS), drop_id)
+
+    def catalog(self) -> bool:
+        """Rebuild catalog_items from the drops that exist."""
+        return self.run("catalog_items", ["catalog_items"])
+
+    def domain_clip(self, config: dict | None = None) -> bool:
+        """Train and publish domain-clip with the given DomainClipConfig values."""
+        return self.run("domain_clip (training)", ["domain_clip"], config={"domain_clip": {"config": config or {}}})
+
+    def embeddings(self, model_names: Iterable[str]) -> None:
+        """Bring every model x modality table in line with the catalog."""
+        for model in sorted(model_names):
+            for modality in MODALITIES:
+                key = MultiPartitionKey({"model": model, "modality": modality})
+                self.run(f"embeddings {model}|{modality}", ["embeddings"], key)
 
 
 def materialize_graph(
@@ -62,23 +93,15 @@ def materialize_graph(
     model_names: Iterable[str],
     *,
     log: Callable[[str], None] = print,
-) -> GraphRun:
-    """Register and materialize `drop_ids`, then catalog_items, then embeddings for every model x modality.
+    console_log_level: str = "DEBUG",
+) -> GraphRunner:
+    """Materialize `drop_ids`, then catalog_items, then embeddings for every model x modality.
 
     A failing drop does not stop the others; the catalog is built from the drops that succeeded.
+    Every run's events go to the instance (the UI shows them); the console shows `console_log_level` and up.
     """
-    outcome = GraphRun()
-    drops = sorted(drop_ids)
-    register_drops(instance, drops)
-    for drop_id in drops:
-        log(f"materializing drop {drop_id}")
-        _run(defs, instance, DROP_ASSETS, drop_id, outcome, f"drop {drop_id}")
-    log("materializing catalog_items")
-    if not _run(defs, instance, ["catalog_items"], None, outcome, "catalog_items").success:
-        return outcome
-    for model in sorted(model_names):
-        for modality in MODALITIES:
-            log(f"materializing embeddings {model}|{modality}")
-            key = MultiPartitionKey({"model": model, "modality": modality})
-            _run(defs, instance, ["embeddings"], key, outcome, f"embeddings {model}|{modality}")
-    return outcome
+    runner = GraphRunner(defs, instance, log, console_log_level)
+    runner.drops(drop_ids)
+    if runner.catalog():
+        runner.embeddings(model_names)
+    return runner

@@ -24,7 +24,7 @@ from huggingface_hub import get_session, hf_hub_download, try_to_load_from_cache
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
 from fashion_search_pipeline.config import MODELS_ENV
-from fashion_search_pipeline.models.registry import HF_HUB_PREFIX, ModelSpec, looks_like_path
+from fashion_search_pipeline.models.registry import DOMAIN_MODEL, HF_HUB_PREFIX, ModelSpec, looks_like_path
 
 HUB_CONFIG_FILE = "open_clip_config.json"
 HUB_WEIGHTS_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -240,7 +240,8 @@ def _resolve_checkpoint(spec: ModelSpec, architecture: _Architecture) -> tuple[s
     if looks_like_path(pretrained):
         path = Path(pretrained).expanduser()
         if not path.is_file():
-            raise ModelLoadError(spec, f"checkpoint file {path} does not exist")
+            trained_here = " (train it: materialize the domain_clip asset)" if spec.name == DOMAIN_MODEL else ""
+            raise ModelLoadError(spec, f"checkpoint file {path} does not exist{trained_here}")
         return str(path), {}
     tag_cfg = open_clip.get_pretrained_cfg(architecture.open_clip_name, pretrained)
     if not tag_cfg:

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from fashion_search_pipeline.config import MODELS_ENV, models_file
+from fashion_search_pipeline.config import MODELS_ENV, data_home, models_file
 
 HF_HUB_PREFIX = "hf-hub:"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -74,19 +74,33 @@ class ModelSpec:
                 f"model {self.name!r}: device {self.device!r} is not one of auto, cpu, mps, cuda, cuda:N"
             )
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ModelRegistryError(f"model {self.name!r}: batch_size must be a positive integer, got {self.batch_size!r}")
+            raise ModelRegistryError(
+                f"model {self.name!r}: batch_size must be a positive integer, got {self.batch_size!r}"
+            )
         if self.precision not in PRECISIONS:
             raise ModelRegistryError(
                 f"model {self.name!r}: precision {self.precision!r} is not one of {', '.join(PRECISIONS)}"
             )
 
 
-DEFAULT_MODELS: Mapping[str, ModelSpec] = MappingProxyType(
+PRETRAINED_MODELS: Mapping[str, ModelSpec] = MappingProxyType(
     {
         "openai-clip": ModelSpec("openai-clip", "ViT-B-32", "openai"),
         "fashion-clip": ModelSpec("fashion-clip", "hf-hub:Marqo/marqo-fashionCLIP"),
     }
 )
+DOMAIN_MODEL = "domain-clip"
+
+
+def domain_model_spec() -> ModelSpec:
+    """`domain-clip`: the CLIP trained on the shop's catalog, as published under <home>/models/domain-clip/current."""
+    folder = data_home() / "models" / DOMAIN_MODEL / "current"
+    return ModelSpec(DOMAIN_MODEL, str(folder / "architecture.json"), str(folder / "model.pt"))
+
+
+def default_models() -> dict[str, ModelSpec]:
+    """The built-in models: the pretrained ones and the catalog-trained domain model."""
+    return {**PRETRAINED_MODELS, DOMAIN_MODEL: domain_model_spec()}
 
 _SPEC_KEYS = tuple(f.name for f in fields(ModelSpec) if f.name != "name")
 
@@ -108,7 +122,7 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, ModelSpec]
     if path is None:
         path = models_file()
     if path is None:
-        return dict(DEFAULT_MODELS)
+        return default_models()
     return _read_registry_file(Path(path).expanduser())
 
 
@@ -131,7 +145,7 @@ def _read_registry_file(path: Path) -> dict[str, ModelSpec]:
     if not isinstance(models, dict):
         raise ModelRegistryError(f"{where}: 'models' must map model names to their settings")
 
-    registry = dict(DEFAULT_MODELS) if include_defaults else {}
+    registry = default_models() if include_defaults else {}
     folder = path.resolve().parent
     for name, settings in models.items():
         registry[str(name)] = _spec_from_settings(str(name), settings, folder, where)

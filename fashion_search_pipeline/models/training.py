@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from open_clip.loss import ClipLoss
 from PIL import Image
 from torchvision.transforms import Normalize
 
@@ -138,14 +137,16 @@ def text_with_attributes(description: str, attributes: Mapping[str, str | None])
 
 def training_captions(description: str, attributes: Mapping[str, str | None],
                       config: TrainingConfig) -> list[str]:
-    """The captions one item trains with: its description, plus (when the config augments text from
-    attributes) the description prefixed with its CAPTION_ATTRIBUTES. Each epoch samples one."""
+    """The captions one item trains with (each epoch samples one): its description and, when the
+    config augments text from attributes, the description prefixed with its CAPTION_ATTRIBUTES
+    ("Men Black Jackets: Puma ... Jacket") and those attributes alone ("Men Black Jackets"), the
+    phrase a zero-shot label prompt looks like."""
     captions = [description]
     if config.augment_text_from_attributes:
         chosen = {name: attributes.get(name) for name in CAPTION_ATTRIBUTES}
-        augmented = text_with_attributes(description, chosen)
-        if augmented != description:
-            captions.append(augmented)
+        prefixed = text_with_attributes(description, chosen)
+        if prefixed != description:
+            captions += [prefixed, prefixed.removesuffix(f": {description}")]
     return captions
 
 
@@ -228,11 +229,13 @@ def _train(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
     cache = _image_cache(pairs, preprocess, mean, std, report)
     captions = [_captions_of(text, index) for index, (_, text) in enumerate(pairs)]
     flat = [caption for group in captions for caption in group]
-    tokens = tokenizer(flat)
+    distinct = {caption: index for index, caption in enumerate(dict.fromkeys(flat))}
+    caption_ids = torch.tensor([distinct[caption] for caption in flat])
+    tokens = tokenizer(list(distinct))
     offsets = torch.tensor(np.cumsum([0] + [len(group) for group in captions[:-1]]))
     counts = torch.tensor([len(group) for group in captions])
     cache_seconds = time.perf_counter() - started
-    report(f"cached {len(pairs)} images {tuple(cache.shape[1:])} and {len(flat)} captions "
+    report(f"cached {len(pairs)} images {tuple(cache.shape[1:])} and {len(distinct)} distinct captions "
            f"in {cache_seconds:.1f}s; training on {device}"
            f"{f' with {autocast_dtype} autocast' if autocast_dtype else ''}")
 
@@ -248,7 +251,6 @@ def _train(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
     warmup = min(config.warmup_steps, total_steps - 1)
     budget = config.max_train_seconds
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
-    loss_fn = ClipLoss()
     mean, std = mean.to(device), std.to(device)
 
     epoch_losses: list[float] = []
@@ -269,13 +271,14 @@ def _train(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
             if config.augment_images:
                 pixels = _augment(pixels, generator)
             pixels = (pixels / 255.0 - mean) / std
-            text = tokens[choice[batch]].to(device, non_blocking=True)
+            chosen = caption_ids[choice[batch]]
+            text = tokens[chosen].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                 enabled=autocast_dtype is not None):
                 image_features = model.encode_image(pixels, normalize=True)
                 text_features = model.encode_text(text, normalize=True)
-                loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale.exp().float(),
-                               logit_bias=getattr(model, "logit_bias", None))
+                loss = contrastive_loss(image_features.float(), text_features.float(),
+                                        model.logit_scale.exp().float(), chosen.to(device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
                                          "lower the learning rate")
@@ -321,6 +324,21 @@ def _train(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
         autocast_dtype=str(autocast_dtype).removeprefix("torch.") if autocast_dtype else None,
         logit_scale=model.logit_scale.exp().item(),
     )
+
+
+def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
+                     caption_ids: torch.Tensor) -> torch.Tensor:
+    """Symmetric CLIP (InfoNCE) loss over a batch of L2-normalised features, in which pairs whose
+    captions are identical (same caption_ids) are positives of each other rather than negatives.
+
+    The targets' entropy is subtracted, so the loss is 0 when every positive gets its share; with all
+    captions distinct this is exactly the standard CLIP loss.
+    """
+    logits = logit_scale * image_features @ text_features.T
+    same = (caption_ids[:, None] == caption_ids[None, :]).float()
+    targets = same / same.sum(dim=1, keepdim=True)
+    entropy = -torch.special.xlogy(targets, targets).sum(dim=1).mean()
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2 - entropy
 
 
 def _progress(epoch: int, config: TrainingConfig, step: int, total_steps: int, losses: list[float], samples: int,

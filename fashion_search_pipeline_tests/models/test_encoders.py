@@ -140,7 +140,11 @@ def test_image_batches_stream_keys_with_their_vectors(tiny_loaded_clip):
 
 
 def test_undecodable_image_names_its_key(tiny_loaded_clip):
-    items = [("good-1", image_bytes("red")), ("broken-42", b"\xff\xd8 not really a jpeg"), ("good-2", image_bytes("blue"))]
+    items = [
+        ("good-1", image_bytes("red")),
+        ("broken-42", b"\xff\xd8 not really a jpeg"),
+        ("good-2", image_bytes("blue")),
+    ]
     with pytest.raises(ValueError, match="'broken-42'"):
         list(iter_image_batches(tiny_loaded_clip, items, batch_size=8))
     truncated = image_bytes("red", size=(300, 300))[:200]

@@ -20,7 +20,7 @@ from fashion_search_pipeline.models.loading import (
     checkpoint_fingerprint,
     load_clip,
 )
-from fashion_search_pipeline.models.registry import DEFAULT_MODELS, ModelSpec
+from fashion_search_pipeline.models.registry import PRETRAINED_MODELS, ModelSpec
 
 
 @pytest.fixture
@@ -111,10 +111,10 @@ def test_unknown_pretrained_tag_lists_the_known_ones():
         load_clip(ModelSpec("tagged", "ViT-B-32", "openia"))
 
 
-@pytest.mark.parametrize("name", sorted(DEFAULT_MODELS))
+@pytest.mark.parametrize("name", sorted(PRETRAINED_MODELS))
 def test_default_models_fail_fast_and_clearly_when_the_hub_is_out_of_reach(offline_hub, name):
     with pytest.raises(ModelLoadError) as raised:
-        load_clip(DEFAULT_MODELS[name])
+        load_clip(PRETRAINED_MODELS[name])
     message = str(raised.value)
     assert f"cannot load model '{name}'" in message
     assert "HF_HUB_OFFLINE" in message

@@ -7,7 +7,8 @@ import pytest
 
 from fashion_search_pipeline.config import MODELS_ENV
 from fashion_search_pipeline.models.registry import (
-    DEFAULT_MODELS,
+    PRETRAINED_MODELS,
+    default_models,
     ModelRegistryError,
     ModelSpec,
     load_registry,
@@ -16,18 +17,21 @@ from fashion_search_pipeline.models.registry import (
 
 
 @pytest.fixture(autouse=True)
-def no_registry_env(monkeypatch):
+def no_registry_env(monkeypatch, tmp_path):
     monkeypatch.delenv(MODELS_ENV, raising=False)
+    monkeypatch.setenv("FASHION_SEARCH_HOME", str(tmp_path / "home"))
 
 
-def test_defaults_without_a_file():
+def test_defaults_without_a_file(tmp_path):
     registry = load_registry()
+    current = tmp_path / "home" / "models" / "domain-clip" / "current"
     assert registry == {
         "openai-clip": ModelSpec("openai-clip", "ViT-B-32", "openai"),
         "fashion-clip": ModelSpec("fashion-clip", "hf-hub:Marqo/marqo-fashionCLIP"),
+        "domain-clip": ModelSpec("domain-clip", str(current / "architecture.json"), str(current / "model.pt")),
     }
     registry.pop("openai-clip")
-    assert "openai-clip" in DEFAULT_MODELS, "callers get a copy, the defaults stay intact"
+    assert "openai-clip" in PRETRAINED_MODELS, "callers get a copy, the defaults stay intact"
 
 
 def test_yaml_file_resolves_relative_paths_against_its_folder(tmp_path, monkeypatch):
@@ -51,7 +55,7 @@ def test_yaml_file_resolves_relative_paths_against_its_folder(tmp_path, monkeypa
     assert registry["openai-clip"] == ModelSpec("openai-clip", "ViT-B-32", "openai", device="cpu")
     assert registry["hub-model"].pretrained is None
     assert registry["hub-model"].architecture == "hf-hub:org/name"
-    assert registry["fashion-clip"] == DEFAULT_MODELS["fashion-clip"]
+    assert registry["fashion-clip"] == PRETRAINED_MODELS["fashion-clip"]
 
 
 def test_toml_file_from_the_environment_variable(tmp_path, monkeypatch):
@@ -65,7 +69,9 @@ def test_toml_file_from_the_environment_variable(tmp_path, monkeypatch):
     )
     monkeypatch.setenv(MODELS_ENV, str(path))
     assert load_registry() == {
-        "domain-clip": ModelSpec("domain-clip", str(tmp_path.resolve() / "arch.json"), "/abs/domain.safetensors", batch_size=16)
+        "domain-clip": ModelSpec(
+            "domain-clip", str(tmp_path.resolve() / "arch.json"), "/abs/domain.safetensors", batch_size=16
+        )
     }
 
 
@@ -79,8 +85,14 @@ def test_home_relative_paths_are_expanded(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ("models:\n  m1: {architecture: ViT-B-32, pretrained: openai, batchsize: 3}\n", "model 'm1': unknown key(s) 'batchsize'"),
-        ("models:\n  m2: {architecture: ViT-B-32, pretrained: openai, precision: int8}\n", "model 'm2': precision 'int8'"),
+        (
+            "models:\n  m1: {architecture: ViT-B-32, pretrained: openai, batchsize: 3}\n",
+            "model 'm1': unknown key(s) 'batchsize'",
+        ),
+        (
+            "models:\n  m2: {architecture: ViT-B-32, pretrained: openai, precision: int8}\n",
+            "model 'm2': precision 'int8'",
+        ),
         ("models:\n  m3: {architecture: ViT-B-32, pretrained: openai, batch_size: 0}\n", "model 'm3': batch_size"),
         ("models:\n  m4: {architecture: ViT-B-32, pretrained: openai, batch_size: true}\n", "model 'm4': batch_size"),
         ("models:\n  m5: {pretrained: openai}\n", "model 'm5': 'architecture' is required"),
@@ -120,7 +132,7 @@ def test_bad_toml_and_unreadable_files(tmp_path):
 def test_empty_file_means_only_the_defaults(tmp_path):
     path = tmp_path / "models.yaml"
     path.write_text("")
-    assert load_registry(path) == dict(DEFAULT_MODELS)
+    assert load_registry(path) == default_models()
 
 
 def test_spec_validates_when_built_in_code():

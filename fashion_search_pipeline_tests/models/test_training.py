@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import random
 
 import open_clip
@@ -9,8 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from open_clip.loss import ClipLoss
+
 from fashion_search_pipeline.models.training import (
     TrainingConfig,
+    contrastive_loss,
     heldout_mrr,
     holdout_split,
     random_mrr,
@@ -118,6 +122,26 @@ def test_trained_model_retrieves_better_than_untrained(tiny_clip, colour_pairs):
     assert heldout_mrr(model, preprocess, tokenizer, colour_pairs) > max(before, 2 * random_mrr(8))
 
 
+def test_contrastive_loss_is_the_clip_loss_when_captions_differ():
+    generator = torch.Generator().manual_seed(3)
+    images = torch.nn.functional.normalize(torch.randn(6, 16, generator=generator), dim=1)
+    texts = torch.nn.functional.normalize(torch.randn(6, 16, generator=generator), dim=1)
+    scale = torch.tensor(14.3)
+    ours = contrastive_loss(images, texts, scale, torch.arange(6))
+    assert ours.item() == pytest.approx(ClipLoss()(images, texts, scale).item(), rel=1e-6)
+
+
+def test_contrastive_loss_treats_identical_captions_as_positives():
+    features = torch.eye(4)
+    features[3] = features[2]  # items 2 and 3: the same picture under the same caption
+    scale = torch.tensor(100.0)
+    shared = contrastive_loss(features, features, scale, torch.tensor([0, 1, 2, 2]))
+    assert shared.item() < 1e-3
+    # told apart as distinct captions, each of the two identical pairs can at best split 50/50: ln 2 / 2
+    distinct = contrastive_loss(features, features, scale, torch.arange(4))
+    assert distinct.item() == pytest.approx(math.log(2) / 2, rel=1e-3)
+
+
 def test_random_mrr_matches_hand_computed_values():
     assert random_mrr(1) == 1.0
     assert random_mrr(2) == pytest.approx((1 + 1 / 2) / 2)
@@ -162,7 +186,9 @@ def test_text_with_attributes_prefixes_non_empty_values_in_order():
 
 def test_training_captions_follow_the_config():
     row = {"gender": "Women", "category": "Apparel/Topwear", "article_type": "Tops", "colour": "Pink"}
-    assert training_captions("Pink Top", row, TrainingConfig()) == ["Pink Top", "Women Pink Tops: Pink Top"]
+    assert training_captions("Pink Top", row, TrainingConfig()) == [
+        "Pink Top", "Women Pink Tops: Pink Top", "Women Pink Tops"]
+    assert training_captions("Pink Top", {}, TrainingConfig()) == ["Pink Top"]
     assert training_captions("Pink Top", row, TrainingConfig(augment_text_from_attributes=False)) == ["Pink Top"]
 
 

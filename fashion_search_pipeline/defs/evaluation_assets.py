@@ -1,0 +1,211 @@
+"""retrieval_evaluation: MRR, recall@k and nDCG of every model, direction and fusion strategy; and its checks."""
+
+from pathlib import Path
+
+import polars as pl
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    AutomationCondition,
+    Config,
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    MaterializeResult,
+    MetadataValue,
+    RunConfig,
+    asset,
+    asset_check,
+    materialize,
+)
+from pydantic import Field
+
+from fashion_search_pipeline import columns as C
+from fashion_search_pipeline import config as settings
+from fashion_search_pipeline.defs.resources import CatalogStorage, ModelRegistry
+from fashion_search_pipeline.evaluation.ann_recall import ann_recall_at_k
+from fashion_search_pipeline.evaluation.attributes import DEFAULT_ATTRIBUTES
+from fashion_search_pipeline.evaluation.regression import metric_drops
+from fashion_search_pipeline.evaluation.report import markdown_image, metric_rows, write_reports
+from fashion_search_pipeline.evaluation.retrieval import DEFAULT_LABEL_COLUMNS
+from fashion_search_pipeline.evaluation.suite import evaluate_catalog
+from fashion_search_pipeline.models.loading import LoadedClip, ModelLoadError
+from fashion_search_pipeline.store.tables import open_existing_table, table_name
+
+ASSET = "retrieval_evaluation"
+REPORT_FOLDER = "retrieval_evaluation"
+ANN_MIN_RECALL = 0.95
+
+# Eager, but not blocked by missing embeddings partitions: a registered model that cannot be loaded
+# here never gets its tables, and the models that do should still be evaluated.
+EVALUATION_AUTOMATION = AutomationCondition.eager().without(~AutomationCondition.any_deps_missing())
+
+
+class RetrievalEvaluationConfig(Config):
+    """What retrieval_evaluation measures, and where it writes its reports."""
+
+    captions_files: list[str] = Field(
+        default=[],
+        description="Evaluation files with several captions per image (image,caption CSV; the image's file "
+        "stem is the item id): local paths or s3:// URIs. Captions of unknown items are skipped and counted.",
+    )
+    label_columns: list[str] = Field(
+        default=list(DEFAULT_LABEL_COLUMNS),
+        description="Items sharing all these labels count as relevant to each other (image_to_image, search).",
+    )
+    zero_shot_attributes: list[str] = Field(
+        default=list(DEFAULT_ATTRIBUTES), description="Attribute columns to classify zero-shot."
+    )
+    max_queries: int | None = Field(
+        default=5000, description="Per task, evaluate a seeded sample of at most this many queries (null: all)."
+    )
+    reports_dir: str | None = Field(
+        default=None, description="Folder for the report files (default: <data folder>/reports/retrieval_evaluation)."
+    )
+
+
+@asset(
+    deps=[AssetKey("embeddings")],
+    group_name="evaluation",
+    kinds={"numpy", "lancedb"},
+    automation_condition=EVALUATION_AUTOMATION,
+)
+def retrieval_evaluation(
+    context: AssetExecutionContext,
+    config: RetrievalEvaluationConfig,
+    catalog_items: pl.DataFrame,
+    storage: CatalogStorage,
+    models: ModelRegistry,
+) -> MaterializeResult:
+    """Which model and which fusion to use: MRR, recall@k, nDCG@10 and median rank per model for
+    text→image, image→text, image→image and fused search (raw, rrf, weighted, image, text), plus
+    zero-shot attribute accuracy; written as reports (markdown, plots, per-query parquet)."""
+
+    def load(name: str) -> LoadedClip | None:
+        try:
+            return models.load(name)
+        except ModelLoadError as error:
+            context.log.warning(f"model {name} cannot be loaded here: {str(error).splitlines()[0]}")
+            return None
+
+    evaluation = evaluate_catalog(
+        storage.connect_db(),
+        sorted(models.specs()),
+        load,
+        catalog_ids=catalog_items[C.ITEM_ID].to_list() if C.ITEM_ID in catalog_items.columns else [],
+        captions={Path(uri).name: storage.read_bytes(uri) for uri in config.captions_files},
+        label_columns=config.label_columns,
+        attributes=config.zero_shot_attributes,
+        max_queries=config.max_queries,
+        log=context.log.info,
+    )
+    folder = Path(config.reports_dir) if config.reports_dir else settings.reports_dir() / REPORT_FOLDER
+    files = write_reports(evaluation, folder, storage.read_bytes)
+    rows = metric_rows(evaluation.results)
+    recommendation = files.recommendation
+    metadata = {
+        "summary": MetadataValue.md(files.markdown),
+        "recommendation": MetadataValue.md(recommendation.sentence() if recommendation else "nothing was evaluated"),
+        "recall_at_k": MetadataValue.md(markdown_image(files.recall_plot.read_bytes(), "recall@k")),
+        "recall_at_k_png": MetadataValue.path(str(files.recall_plot)),
+        "examples": MetadataValue.md(markdown_image(files.examples.read_bytes(), "example queries")),
+        "examples_png": MetadataValue.path(str(files.examples)),
+        "per_query_ranks": MetadataValue.path(str(files.per_query)),
+        "report_folder": MetadataValue.path(str(files.folder)),
+        "metrics": MetadataValue.json(rows),
+        "models_evaluated": len(evaluation.items),
+    }
+    if recommendation is not None:
+        metadata |= {"best_model": recommendation.model, "best_mrr": recommendation.mrr}
+    if recommendation is not None and recommendation.strategy is not None:
+        metadata["best_fusion"] = recommendation.strategy
+    for row in rows:
+        if row["strategy"] is None and row["mrr"] is not None:
+            metadata[f"mrr/{row['model']}/{row['task']}"] = row["mrr"]
+    for note in evaluation.notes:
+        context.log.warning(note)
+    return MaterializeResult(metadata=metadata)
+
+
+@asset_check(asset=ASSET, description=f"Each table's vector search (ANN index) finds at least {ANN_MIN_RECALL:.0%} "
+             "of the exact top 10 (recall@10 against brute force).")
+def ann_index_recall(storage: CatalogStorage, models: ModelRegistry) -> AssetCheckResult:
+    """recall@10 of every embedding table's vector search against exact cosine search."""
+    db = storage.connect_db()
+    recalls = []
+    for name in sorted(models.specs()):
+        for modality in C.MODALITIES:
+            table = open_existing_table(db, table_name(name, modality))
+            if table is not None:
+                recalls.append(ann_recall_at_k(table))
+    measured = [r for r in recalls if r.recall is not None]
+    failing = [r.table for r in measured if r.recall < ANN_MIN_RECALL]
+    lines = ["| table | rows | index | recall@10 | queries |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r.table} | {r.rows} | {r.index_type or 'none (exact scan)'} | "
+        f"{'–' if r.recall is None else f'{r.recall:.3f}'} | {r.queries} |"
+        for r in recalls
+    ]
+    metadata = {"tables": MetadataValue.md("\n".join(lines)), "threshold": ANN_MIN_RECALL}
+    if measured:
+        metadata["min_recall"] = min(r.recall for r in measured)
+    return AssetCheckResult(
+        passed=not failing,
+        severity=AssetCheckSeverity.ERROR,
+        metadata=metadata,
+        description=f"below {ANN_MIN_RECALL}: {', '.join(failing)}" if failing else f"{len(measured)} tables checked",
+    )
+
+
+class RegressionCheckConfig(Config):
+    """How far a metric may fall between two evaluations before the check warns."""
+
+    margin: float = Field(default=0.02, ge=0, description="Largest allowed drop of a metric (absolute, e.g. 0.02 MRR).")
+
+
+@asset_check(asset=ASSET, description="MRR, recall@1/5/10 and nDCG@10 did not drop by more than the margin "
+             "against the previous materialization (a warning).")
+def metrics_not_regressed(context: AssetCheckExecutionContext, config: RegressionCheckConfig) -> AssetCheckResult:
+    """Compare the latest materialization's metrics with the one before it."""
+    records = context.instance.fetch_materializations(AssetKey(ASSET), limit=2).records
+    if len(records) < 2:
+        return AssetCheckResult(passed=True, description="no earlier materialization to compare with")
+    current, previous = (
+        record.asset_materialization.metadata.get("metrics") for record in records
+    )
+    if current is None or previous is None:
+        return AssetCheckResult(passed=True, description="a materialization without metrics: nothing to compare")
+    drops = metric_drops(current.value, previous.value, config.margin)
+    return AssetCheckResult(
+        passed=not drops,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "margin": config.margin,
+            "drops": len(drops),
+            "dropped_metrics": MetadataValue.md("\n".join(f"- {d.describe()}" for d in drops) or "none"),
+        },
+        description=f"{len(drops)} metrics dropped by more than {config.margin}" if drops else "no metric dropped",
+    )
+
+
+def materialize_evaluation(
+    defs: Definitions,
+    instance: DagsterInstance,
+    config: RetrievalEvaluationConfig,
+    *,
+    console_log_level: str = "WARNING",
+) -> ExecuteInProcessResult:
+    """Materialize retrieval_evaluation and run its checks in-process (the CLI; the UI runs the same)."""
+    return materialize(
+        [*defs.assets, *defs.asset_checks],
+        instance=instance,
+        resources=defs.resources,
+        selection=[ASSET],
+        raise_on_error=False,
+        run_config=RunConfig(
+            ops={ASSET: config}, loggers={"console": {"config": {"log_level": console_log_level}}}
+        ),
+    )

@@ -1,0 +1,377 @@
+"""Retrieval tasks over full score matrices: one modality to another, and fused cross-modal search.
+
+Every query is scored against every candidate, so every relevant candidate has a
+rank (metrics.ranks_from_scores: score descending, ties to the lower index). The
+fused rankings follow store.fusion (the code CatalogSearch runs): each table
+contributes its `depth` best candidates, ranked by score then item_id, and the
+strategies raw / rrf / weighted / image / text combine them exactly as `fuse`
+does. Candidates that neither table returned come after those it did, in the
+order the strategy gives when both tables return everything, so ranks beyond the
+fused list stay meaningful for MRR and the median rank.
+
+Tasks on a catalog (one model's ModelVectors):
+  text_to_image   each description -> its own image (and images of items with the same description)
+  image_to_text   each image -> its own description (same relevance)
+  image_to_image  each image -> the other items sharing its label set (the query item is left out)
+  text_search     a query built from a label set ("Men Black Jackets") -> the items with those labels,
+                  fused over both tables, per strategy
+  image_search    each image -> the other items sharing its label set, fused, per strategy
+  captions:<name> each caption of an evaluation file -> its image, fused, per strategy
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from fashion_search_pipeline.columns import DESCRIPTION, MODALITIES
+from fashion_search_pipeline.evaluation.evaluation_sets import EvaluationSet, catalog_text_to_image
+from fashion_search_pipeline.evaluation.metrics import RetrievalMetrics, compute_metrics, ranks_from_scores
+from fashion_search_pipeline.evaluation.vectors import ModelVectors
+from fashion_search_pipeline.search import CANDIDATES_PER_RESULT
+from fashion_search_pipeline.store.fusion import RRF_K, STRATEGIES
+
+TEXT_TO_IMAGE = "text_to_image"
+IMAGE_TO_TEXT = "image_to_text"
+IMAGE_TO_IMAGE = "image_to_image"
+TEXT_SEARCH = "text_search"
+IMAGE_SEARCH = "image_search"
+CAPTIONS_PREFIX = "captions:"
+
+# CatalogSearch fetches k * CANDIDATES_PER_RESULT hits per table; the metrics look at k = 10.
+SEARCH_K = 10
+FUSION_DEPTH = SEARCH_K * CANDIDATES_PER_RESULT
+RECALL_KS = (1, 5, 10, 20, 50)
+NDCG_K = 10
+TOP_SHOWN = 10
+DEFAULT_LABEL_COLUMNS = ("gender", "colour", "article_type")
+# Score cells held per block of queries (each block keeps a few matrices of this size).
+_BLOCK_CELLS = 1_000_000
+
+TextEncoder = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One model's ranking of one task's queries (for search tasks: with one fusion strategy).
+
+    query_kind / candidate_kind: "text" or "image" ("product" for fused search).
+    queries: the query text, or the query item's id. ranks: each query's relevant
+    candidates' 1-based ranks. top: each query's TOP_SHOWN best candidate ids.
+    """
+
+    model: str
+    task: str
+    strategy: str | None
+    query_kind: str
+    candidate_kind: str
+    metrics: RetrievalMetrics
+    queries: list[str]
+    ranks: list[np.ndarray]
+    top: list[list[str]]
+
+
+def fused_scores(image: np.ndarray, text: np.ndarray, strategy: str, depth: int | None = FUSION_DEPTH) -> np.ndarray:
+    """Ranking scores (queries, candidates) of a fusion strategy: higher ranks first, ties to the lower index.
+
+    `image` and `text` hold each candidate's cosine in the image and the text table
+    (-inf: the table never returns it). For "image" and "text" the result is that
+    table's cosines; otherwise it encodes the order store.fusion.fuse gives to each
+    table's `depth` best candidates (None: all of them), then the rest as described
+    in the module docstring, then the candidates no table returns.
+    """
+    return fused_score_sets(image, text, (strategy,), depth)[strategy]
+
+
+def fused_score_sets(
+    image: np.ndarray, text: np.ndarray, strategies: Sequence[str] = STRATEGIES, depth: int | None = FUSION_DEPTH
+) -> dict[str, np.ndarray]:
+    """fused_scores for several strategies at once (the per-table rankings are computed once)."""
+    unknown = [strategy for strategy in strategies if strategy not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown fusion strategies {unknown}; choose from {STRATEGIES}")
+    if image.shape != text.shape or image.ndim != 2:
+        raise ValueError(f"image and text scores must be matrices of one shape, got {image.shape} and {text.shape}")
+    scores = {"image": np.asarray(image, dtype=np.float64), "text": np.asarray(text, dtype=np.float64)}
+    fused = {strategy: scores[strategy] for strategy in strategies if strategy in MODALITIES}
+    combined = [strategy for strategy in strategies if strategy not in MODALITIES]
+    if not combined:
+        return fused
+    ranks = {modality: _rank_matrix(values) for modality, values in scores.items()}
+    anywhere = {modality: np.isfinite(values) for modality, values in scores.items()}
+    returned = anywhere
+    if depth is not None:
+        returned = {modality: anywhere[modality] & (ranks[modality] <= depth) for modality in scores}
+    listed = returned["image"] | returned["text"]
+    found = anywhere["image"] | anywhere["text"]
+    tier = np.where(listed, 0, np.where(found, 1, 2))
+    index = np.broadcast_to(np.arange(image.shape[1]), image.shape)
+    for strategy in combined:
+        value = np.where(
+            listed,
+            _combined(strategy, scores, ranks, returned),
+            np.where(found, _combined(strategy, scores, ranks, anywhere), 0.0),
+        )
+        order = np.lexsort((index, -value, tier), axis=-1)
+        fused[strategy] = -_positions(order).astype(np.float64)
+    return fused
+
+
+def _rank_matrix(scores: np.ndarray) -> np.ndarray:
+    """Each candidate's 1-based rank in its row: score descending, ties to the lower index."""
+    return _positions(np.argsort(-scores, axis=1, kind="stable")) + 1
+
+
+def _positions(order: np.ndarray) -> np.ndarray:
+    """The inverse permutation of each row: where each candidate stands in `order` (0-based)."""
+    positions = np.empty_like(order)
+    np.put_along_axis(positions, order, np.broadcast_to(np.arange(order.shape[1]), order.shape), axis=1)
+    return positions
+
+
+def _combined(
+    strategy: str, scores: dict[str, np.ndarray], ranks: dict[str, np.ndarray], returned: dict[str, np.ndarray]
+) -> np.ndarray:
+    """store.fusion's fused score (equal weights) of the candidates each table returned."""
+    if strategy == "raw":
+        return np.maximum(*[np.where(returned[m], values, -np.inf) for m, values in scores.items()])
+    if strategy == "rrf":
+        return sum(np.where(returned[m], 1.0 / (RRF_K + rank), 0.0) for m, rank in ranks.items())
+    parts = []
+    for modality, values in scores.items():
+        # A table that did not return the item counts its lowest returned score (fusion's "min"), 0 if none.
+        lowest = np.where(returned[modality], values, np.inf).min(axis=1, keepdims=True)
+        lowest = np.where(np.isfinite(lowest), lowest, 0.0)
+        parts.append(np.where(returned[modality], values, lowest) / len(scores))
+    return parts[0] + parts[1]
+
+
+@dataclass
+class _Task:
+    """Queries, their relevant candidates, and how to score a block of them."""
+
+    task: str
+    query_kind: str
+    candidate_kind: str
+    queries: list[str]
+    relevant: list[set[int]]
+    candidate_ids: list[str]
+    extra_skipped: int = 0
+
+
+def _block_size(n_candidates: int) -> int:
+    return max(1, _BLOCK_CELLS // max(1, n_candidates))
+
+
+def _sampled(n_queries: int, max_queries: int | None, seed: int) -> np.ndarray:
+    """All query positions, or a seeded sample of `max_queries` of them (sorted)."""
+    if max_queries is None or n_queries <= max_queries:
+        return np.arange(n_queries)
+    return np.sort(np.random.default_rng(seed).choice(n_queries, size=max_queries, replace=False))
+
+
+def _top_ids(scores: np.ndarray, candidate_ids: list[str]) -> list[list[str]]:
+    shown = min(TOP_SHOWN, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :shown]
+    return [[candidate_ids[j] for j in row] for row in order]
+
+
+def _run(
+    task: _Task,
+    model: str,
+    score_blocks: Callable[[np.ndarray], dict[str | None, np.ndarray]],
+    chosen: np.ndarray,
+) -> list[TaskResult]:
+    """Rank the chosen queries block by block; one result per key of score_blocks' output."""
+    ranks: dict[str | None, list[np.ndarray]] = defaultdict(list)
+    tops: dict[str | None, list[list[str]]] = defaultdict(list)
+    size = _block_size(len(task.candidate_ids))
+    for start in range(0, len(chosen), size):
+        block = chosen[start : start + size]
+        relevant = [task.relevant[i] for i in block]
+        for strategy, scores in score_blocks(block).items():
+            ranks[strategy] += ranks_from_scores(scores, relevant)
+            tops[strategy] += _top_ids(scores, task.candidate_ids)
+    strategies = list(ranks) or list(score_blocks(chosen[:0]))
+    results = []
+    for strategy in strategies:
+        metrics = compute_metrics(ranks[strategy], ks=RECALL_KS, ndcg_k=NDCG_K)
+        metrics = dataclasses.replace(metrics, skipped=metrics.skipped + task.extra_skipped)
+        results.append(
+            TaskResult(
+                model=model,
+                task=task.task,
+                strategy=strategy,
+                query_kind=task.query_kind,
+                candidate_kind=task.candidate_kind,
+                metrics=metrics,
+                queries=[task.queries[i] for i in chosen],
+                ranks=ranks[strategy],
+                top=tops[strategy],
+            )
+        )
+    return results
+
+
+def label_keys(items: pl.DataFrame, label_columns: Sequence[str]) -> tuple[list[str], list[tuple[str, ...] | None]]:
+    """The label columns the items have, and each item's label values (None when one is blank)."""
+    present = [column for column in label_columns if column in items.columns]
+    if not present:
+        return present, [None] * items.height
+    keys = []
+    for values in items.select(present).iter_rows():
+        cleaned = tuple((value or "").strip() for value in values)
+        keys.append(cleaned if all(cleaned) else None)
+    return present, keys
+
+
+def _same_label_others(keys: list[tuple[str, ...] | None]) -> list[set[int]]:
+    groups: defaultdict[tuple[str, ...], set[int]] = defaultdict(set)
+    for index, key in enumerate(keys):
+        if key is not None:
+            groups[key].add(index)
+    return [set() if key is None else groups[key] - {index} for index, key in enumerate(keys)]
+
+
+def evaluate_model(
+    vectors: ModelVectors,
+    *,
+    encode_text: TextEncoder | None = None,
+    caption_sets: Mapping[str, EvaluationSet] | None = None,
+    label_columns: Sequence[str] = DEFAULT_LABEL_COLUMNS,
+    depth: int | None = FUSION_DEPTH,
+    max_queries: int | None = None,
+    seed: int = 0,
+) -> tuple[list[TaskResult], list[str]]:
+    """Every catalog task for one model; returns the results and notes on what was left out.
+
+    encode_text embeds label queries and captions (None: those tasks are left out);
+    caption_sets are evaluation files already read against the catalog's item ids.
+    """
+    model = vectors.model
+    if not vectors.item_ids:
+        return [], [f"model {model}: its tables hold no items, nothing to evaluate"]
+    results = _description_tasks(vectors, max_queries, seed)
+    notes: list[str] = []
+    text_sets: dict[str, EvaluationSet] = {}
+    labels, keys = label_keys(vectors.items, label_columns)
+    if labels:
+        results += _image_query_tasks(vectors, keys, depth, max_queries, seed)
+        text_sets[TEXT_SEARCH] = _label_queries(vectors.item_ids, keys)
+    else:
+        notes.append(
+            f"model {model}: no label column among {list(label_columns)}, so image_to_image, "
+            "text_search and image_search are left out"
+        )
+    for name, captions in (caption_sets or {}).items():
+        text_sets[f"{CAPTIONS_PREFIX}{name}"] = captions
+    if text_sets and encode_text is None:
+        notes.append(f"model {model}: not loadable here, so {', '.join(text_sets)} (which encode new text) are left out")
+        text_sets = {}
+    for task_name, query_set in text_sets.items():
+        results += _text_query_task(vectors, task_name, query_set, encode_text, depth, max_queries, seed)
+    return results, notes
+
+
+def _description_tasks(vectors: ModelVectors, max_queries: int | None, seed: int) -> list[TaskResult]:
+    """text_to_image and image_to_text between each item's description and its image."""
+    ids, items = vectors.item_ids, vectors.items
+    described = np.flatnonzero((items[DESCRIPTION].fill_null("").str.strip_chars().str.len_chars() > 0).to_numpy())
+    own = catalog_text_to_image(items[described.tolist()]) if described.size else EvaluationSet("catalog", [], [])
+    relevant = own.relevant_indices(ids)
+    blank = len(ids) - described.size
+    chosen = _sampled(described.size, max_queries, seed)
+    forward = _Task(TEXT_TO_IMAGE, "text", "image", own.queries, relevant, ids, blank)
+    backward = _Task(IMAGE_TO_TEXT, "image", "text", [ids[i] for i in described], relevant, ids, blank)
+    return _run(forward, vectors.model, lambda b: {None: vectors.text[described[b]] @ vectors.image.T}, chosen) + _run(
+        backward, vectors.model, lambda b: {None: vectors.image[described[b]] @ vectors.text.T}, chosen
+    )
+
+
+def _image_query_tasks(
+    vectors: ModelVectors, keys: list[tuple[str, ...] | None], depth: int | None, max_queries: int | None, seed: int
+) -> list[TaskResult]:
+    """image_search per strategy, and image_to_image (its one-table `image` ranking)."""
+    ids = vectors.item_ids
+
+    def without_self(scores: np.ndarray, block: np.ndarray) -> np.ndarray:
+        scores[np.arange(len(block)), block] = -np.inf
+        return scores
+
+    def scores(block: np.ndarray) -> dict[str | None, np.ndarray]:
+        image = without_self(vectors.image[block] @ vectors.image.T, block)
+        text = without_self(vectors.image[block] @ vectors.text.T, block)
+        return fused_score_sets(image, text, depth=depth)
+
+    task = _Task(IMAGE_SEARCH, "image", "product", ids, _same_label_others(keys), ids)
+    results = _run(task, vectors.model, scores, _sampled(len(ids), max_queries, seed))
+    one_table = next(r for r in results if r.strategy == "image")
+    return [dataclasses.replace(one_table, task=IMAGE_TO_IMAGE, strategy=None, candidate_kind="image"), *results]
+
+
+def _label_queries(ids: list[str], keys: list[tuple[str, ...] | None]) -> EvaluationSet:
+    """One text query per label combination ("Men Black Jackets"), relevant: the items that have it."""
+    groups: defaultdict[tuple[str, ...], set[str]] = defaultdict(set)
+    for item_id, key in zip(ids, keys):
+        if key is not None:
+            groups[key].add(item_id)
+    ordered = sorted(groups)
+    return EvaluationSet(TEXT_SEARCH, [" ".join(key) for key in ordered], [groups[key] for key in ordered])
+
+
+def _text_query_task(
+    vectors: ModelVectors,
+    task_name: str,
+    query_set: EvaluationSet,
+    encode_text: TextEncoder,
+    depth: int | None,
+    max_queries: int | None,
+    seed: int,
+) -> list[TaskResult]:
+    """New text queries (label queries, captions) embedded by the model, fused search per strategy."""
+    ids = vectors.item_ids
+    chosen = _sampled(len(query_set), max_queries, seed)
+    embedded = encode_text([query_set.queries[i] for i in chosen]) if chosen.size else vectors.text[:0]
+    row_of = {query: row for row, query in enumerate(chosen)}
+
+    def scores(block: np.ndarray) -> dict[str | None, np.ndarray]:
+        queries = embedded[[row_of[i] for i in block]]
+        return fused_score_sets(queries @ vectors.image.T, queries @ vectors.text.T, depth=depth)
+
+    task = _Task(task_name, "text", "product", query_set.queries, query_set.relevant_indices(ids), ids, query_set.skipped)
+    return _run(task, vectors.model, scores, chosen)
+
+
+def evaluate_caption_pairs(
+    model: str,
+    image_ids: list[str],
+    image_vectors: np.ndarray,
+    captions: EvaluationSet,
+    caption_vectors: np.ndarray,
+    *,
+    max_queries: int | None = None,
+    seed: int = 0,
+) -> list[TaskResult]:
+    """text_to_image (each caption -> its image) and image_to_text (each image -> its captions)
+    for a set of images with several captions each, embedded in memory."""
+    if len(captions) != len(caption_vectors) or len(image_ids) != len(image_vectors):
+        raise ValueError("each caption and each image needs exactly one vector")
+    relevant = captions.relevant_indices(image_ids)
+    caption_ids = [f"{next(iter(r), '?')}#{i}" for i, r in enumerate(captions.relevant)]
+    chosen = _sampled(len(captions), max_queries, seed)
+    forward = _Task(TEXT_TO_IMAGE, "text", "image", captions.queries, relevant, image_ids, captions.skipped)
+    results = _run(forward, model, lambda b: {None: caption_vectors[b] @ image_vectors.T}, chosen)
+
+    captions_of: list[set[int]] = [set() for _ in image_ids]
+    for caption, images in enumerate(relevant):
+        for image in images:
+            captions_of[image].add(caption)
+    backward = _Task(IMAGE_TO_TEXT, "image", "text", image_ids, captions_of, caption_ids)
+    chosen = _sampled(len(image_ids), max_queries, seed)
+    results += _run(backward, model, lambda b: {None: image_vectors[b] @ caption_vectors.T}, chosen)
+    return results

@@ -1,0 +1,115 @@
+"""Trained models published into the data folder, versioned by content, with a model card.
+
+    <home>/models/<name>/versions/<version>/model.pt, architecture.json, card.json, card.md
+    <home>/models/<name>/current/...        the registered version (what the registry loads)
+
+The version is the first 16 hex characters of the checkpoint's sha256: the same fingerprint the
+loader gives a checkpoint file, so embeddings made by another version are recognised as stale.
+`current/` is replaced file by file with atomic renames, weights last, only after a version is
+complete: an interrupted training run leaves the previous version registered and usable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fashion_search_pipeline import config
+
+CHECKPOINT_FILE = "model.pt"
+ARCHITECTURE_FILE = "architecture.json"
+CARD_JSON = "card.json"
+CARD_MARKDOWN = "card.md"
+_VERSION_CHARS = 16
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """One published version and where the registry finds the current one."""
+
+    name: str
+    version: str
+    version_dir: Path
+    current_dir: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        """The registered checkpoint file."""
+        return self.current_dir / CHECKPOINT_FILE
+
+    @property
+    def architecture(self) -> Path:
+        """The registered open_clip model config."""
+        return self.current_dir / ARCHITECTURE_FILE
+
+
+def models_dir() -> Path:
+    """Where trained models are published: <home>/models."""
+    return config.data_home() / "models"
+
+
+def current_dir(name: str, root: Path | None = None) -> Path:
+    """The folder holding the registered version of model `name`."""
+    return (root or models_dir()) / name / "current"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def card_markdown(card: dict) -> str:
+    """A model card a person reads: every field of `card`, nested dicts as sub-lists."""
+    lines = [f"# Model card: {card.get('name', 'model')} {card.get('version', '')}".rstrip(), ""]
+    for key, value in card.items():
+        if isinstance(value, dict):
+            lines.append(f"- **{key}**:")
+            lines += [f"  - {inner}: {inner_value}" for inner, inner_value in value.items()]
+        else:
+            lines.append(f"- **{key}**: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def publish_model(
+    name: str, model: torch.nn.Module, architecture: dict, card: dict, root: Path | None = None
+) -> PublishedModel:
+    """Write a new version of model `name` and make it the registered one."""
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    weights = buffer.getvalue()
+    version = hashlib.sha256(weights).hexdigest()[:_VERSION_CHARS]
+    card = {"name": name, "version": version, **card}
+    files = {
+        ARCHITECTURE_FILE: json.dumps(architecture, indent=2).encode(),
+        CARD_JSON: json.dumps(card, indent=2, default=str).encode(),
+        CARD_MARKDOWN: card_markdown(card).encode(),
+        CHECKPOINT_FILE: weights,  # last: the registry loads the new version only once all is written
+    }
+    folder = root or models_dir()
+    version_dir = folder / name / "versions" / version
+    current = current_dir(name, folder)
+    for filename, data in files.items():
+        _atomic_write(version_dir / filename, data)
+    for filename, data in files.items():
+        _atomic_write(current / filename, data)
+    return PublishedModel(name, version, version_dir, current)
+
+
+def read_card(name: str, root: Path | None = None) -> dict | None:
+    """The registered version's model card, or None when the model has not been published."""
+    path = current_dir(name, root) / CARD_JSON
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
