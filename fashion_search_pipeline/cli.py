@@ -67,6 +67,29 @@ def _print_results(title: str, frame: pl.DataFrame) -> None:
         print(frame.select(shown))
 
 
+def _print_card() -> None:
+    """Print the registered domain-clip version's held-out figures."""
+    from fashion_search_pipeline.models.published import read_card
+    from fashion_search_pipeline.models.registry import DOMAIN_MODEL
+
+    card = read_card(DOMAIN_MODEL)
+    if card is None:
+        print(f"{DOMAIN_MODEL}: no trained version (see the domain_clip run's log)")
+        return
+    held = card["held_out"]
+    print(
+        f"{DOMAIN_MODEL} {card['version']} ({card['training']['wall_seconds']}s of training): held-out "
+        f"text->image MRR {held['text_to_image_mrr']} = {held['mrr_over_random']}x random ({held['random_mrr']}); "
+        f"untrained {held['untrained_mrr']}"
+    )
+    for key, figures in held.items():
+        if key.startswith("zero_shot_"):
+            print(
+                f"  zero-shot {key.removeprefix('zero_shot_')}: accuracy {figures['accuracy']} "
+                f"(majority class {figures['majority_accuracy']}), macro-F1 {figures['macro_f1']}"
+            )
+
+
 def _write_demo_registry(home: Path) -> tuple[str, str]:
     """Write a registry: the built-in models plus a random-weight reference model."""
     from fashion_search_pipeline.models.checkpoints import TINY_CONFIG, write_random_checkpoint
@@ -89,7 +112,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fashion_search_pipeline.definitions import build_definitions
     from fashion_search_pipeline.defs.materialize import GraphRunner
     from fashion_search_pipeline.demo_catalog import write_demo_landing
-    from fashion_search_pipeline.models.published import read_card
     from fashion_search_pipeline.models.registry import DOMAIN_MODEL
     from fashion_search_pipeline.search import CatalogSearch
 
@@ -107,15 +129,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return _report_failures(runner.failures)
     print(f"training {DOMAIN_MODEL} on the demo catalog (offline, CPU; about {DEMO_TRAINING['max_train_seconds']:.0f}s)")
     runner.domain_clip(DEMO_TRAINING)
-    card = read_card(DOMAIN_MODEL)
-    if card:
-        held = card["held_out"]
-        print(
-            f"{DOMAIN_MODEL} {card['version']}: held-out text->image MRR {held['text_to_image_mrr']} "
-            f"(random ranking {held['random_mrr']}, untrained {held['untrained_mrr']})"
-        )
+    _print_card()
     models = _loadable_models(models_file, print)
     runner.embeddings(models)
+    runner.run("retrieval_evaluation", ["retrieval_evaluation"])
+    recommendation = config.reports_dir() / "retrieval_evaluation" / "summary.md"
+    if recommendation.exists():
+        print("\n" + recommendation.read_text(encoding="utf-8").splitlines()[0])
     search = CatalogSearch(config.db_uri(), registry=models_file)
     for model in models:
         for query in DEMO_QUERIES[: args.queries]:
@@ -166,11 +186,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fashion_search_pipeline.catalog.drops import list_drops
     from fashion_search_pipeline.definitions import build_definitions
     from fashion_search_pipeline.defs.evaluation_assets import RetrievalEvaluationConfig, materialize_evaluation
-    from fashion_search_pipeline.defs.materialize import materialize_graph
+    from fashion_search_pipeline.defs.materialize import GraphRunner
     from fashion_search_pipeline.evaluation.report import write_reports
     from fashion_search_pipeline.evaluation.suite import evaluate_captions_folder
     from fashion_search_pipeline.models.loading import load_clip
-    from fashion_search_pipeline.models.registry import load_registry
+    from fashion_search_pipeline.models.registry import DOMAIN_MODEL, load_registry
 
     started = time.perf_counter()
     home = Path(args.home).expanduser().resolve() if args.home else Path(tempfile.mkdtemp(prefix="fashion-eval-"))
@@ -188,9 +208,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     models_file = args.models or config.models_file()
     if models_file is None:
         models_file, reference = _write_demo_registry(home)
-        print(f"no model registry given: the built-in models plus '{reference}' (random weights, a chance-level reference)")
-    models = args.model or _loadable_models(models_file, print)
-    print(f"data folder: {home}; models: {', '.join(models) or '(none loadable)'}")
+        print(f"no model registry given: the built-in models plus '{reference}' (random weights, chance level)")
+    print(f"data folder: {home}")
     status, evaluated = 0, 0
 
     if (catalog / "drops").is_dir():
@@ -198,9 +217,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"\n== catalog {catalog}: drops {', '.join(drop_ids)}")
         defs = build_definitions(models_file=models_file)
         instance = _instance()
-        outcome = materialize_graph(defs, instance, drop_ids, models, console_log_level="WARNING")
-        for failure in outcome.failures:
-            print(f"FAILED: {failure}", file=sys.stderr)
+        outcome = GraphRunner(defs, instance, console_log_level="WARNING")
+        outcome.drops(drop_ids)
+        outcome.catalog()
+        if args.train_seconds > 0:
+            print(f"training {DOMAIN_MODEL} on this catalog (at most {args.train_seconds:.0f}s)")
+            outcome.domain_clip({"max_train_seconds": args.train_seconds})
+            _print_card()
+        models = args.model or _loadable_models(models_file, print)
+        print(f"models: {', '.join(models) or '(none loadable)'}")
+        outcome.embeddings(models)
+        _report_failures(outcome.failures)
         run_config = RetrievalEvaluationConfig(captions_files=args.captions_file or [], max_queries=args.max_queries)
         result = materialize_evaluation(defs, instance, run_config)
         summary = config.reports_dir() / "retrieval_evaluation" / "summary.md"
@@ -217,6 +244,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     captioned = Path(args.captions_dataset).expanduser().resolve()
     if (captioned / "captions.csv").is_file():
+        models = args.model or _loadable_models(models_file, lambda _: None)
         registry = load_registry(models_file)
         clips = {name: load_clip(registry[name]) for name in models}
         print(f"\n== captioned images {captioned}")
@@ -267,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="measure retrieval (MRR, recall@k, nDCG) per model and fusion strategy, print the report"
     )
     evaluate.add_argument(
+        "--train-seconds",
+        type=float,
+        default=480.0,
+        help="train domain-clip on the catalog first, for at most this long (0: skip training)",
+    )
+    evaluate.add_argument(
         "--catalog", default="../shared/data/fashion-catalog", help="a landing folder with drops/<drop_id>/ to evaluate"
     )
     evaluate.add_argument(
@@ -277,10 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--captions-file", action="append", help="an extra image,caption evaluation file for the catalog (repeatable)"
     )
-    evaluate.add_argument("--home", help="data folder for the evaluation's tables, runs and reports (default: a new temporary one)")
+    evaluate.add_argument("--home", help="data folder for the evaluation's tables, runs and reports (default: a new one)")
     evaluate.add_argument("--models", help="model registry file (default: $FASHION_SEARCH_MODELS or <home>/models.yaml)")
     evaluate.add_argument("--model", action="append", help="only this model (repeatable); default every loadable one")
-    evaluate.add_argument("--max-queries", type=int, help="per task, evaluate a seeded sample of at most this many queries")
+    evaluate.add_argument("--max-queries", type=int, help="per task, evaluate a seeded sample of at most this many")
     evaluate.set_defaults(func=cmd_evaluate)
     return parser
 

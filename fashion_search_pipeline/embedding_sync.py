@@ -2,14 +2,18 @@
 
 Only items whose (content hash, model version) the table does not hold yet are embedded;
 items gone from the catalog are removed. Batches stream from storage through the encoder
-into LanceDB, so memory stays bounded by the batch size, not the catalog size.
+into LanceDB: image files are read ahead on threads, and commits run on a background thread
+while the encoder works. Memory stays bounded by the batch and commit sizes, not the catalog.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +24,15 @@ from fashion_search_pipeline import columns as C
 from fashion_search_pipeline.models.encoders import encode_texts, iter_image_batches
 from fashion_search_pipeline.models.loading import LoadedClip
 from fashion_search_pipeline.store import tables
+
+# A merge-insert has a fixed cost (a commit, a new fragment): per row, 64-row commits cost about
+# five times more than 1,024-row ones. So fast encoders (a GPU) commit this many rows at a time...
+WRITE_ROWS = 1_024
+# ...and slow ones at least this often, so progress is saved and logged as it goes.
+WRITE_INTERVAL_S = 10.0
+# Image files read ahead of the encoder, in encoder batches, and the threads reading them.
+READ_AHEAD_BATCHES = 2
+READ_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -65,9 +78,10 @@ def embedding_rows(items: pl.DataFrame, vectors: np.ndarray, clip: LoadedClip) -
     """The LanceDB rows for `items` and their vectors (one row per item, same order)."""
     attributes = C.attribute_columns(items.columns)
     schema = tables.embedding_schema(clip.embed_dim, attributes)
+    attribute_values = items.select(attributes).iter_rows() if attributes else ((),) * items.height
     attribute_json = [
         json.dumps({k: v for k, v in zip(attributes, values) if v is not None}, ensure_ascii=False)
-        for values in items.select(attributes).iter_rows()
+        for values in attribute_values
     ]
     data = {
         C.ITEM_ID: items[C.ITEM_ID].to_list(),
@@ -90,6 +104,26 @@ def _batches(items: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
         yield items.slice(start, size)
 
 
+def _read_ahead(read_image: Callable[[str], bytes], uris: list[str], depth: int) -> Iterator[tuple[int, bytes]]:
+    """(position, bytes) of each uri in order, with up to `depth` reads in flight on a thread pool.
+
+    Object-store latency then hides behind the encoder, and at most `depth` images are held.
+    """
+    pool = ThreadPoolExecutor(max_workers=min(READ_WORKERS, depth), thread_name_prefix="image-read")
+    pending: deque[tuple[int, Future]] = deque()
+    try:
+        for position, uri in enumerate(uris):
+            pending.append((position, pool.submit(read_image, uri)))
+            if len(pending) >= depth:
+                position, read = pending.popleft()
+                yield position, read.result()
+        while pending:
+            position, read = pending.popleft()
+            yield position, read.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _encoded_batches(
     items: pl.DataFrame,
     clip: LoadedClip,
@@ -98,14 +132,69 @@ def _encoded_batches(
     batch_size: int,
 ) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:
     if modality == "text":
-        for batch in _batches(items, batch_size):
-            yield batch, encode_texts(clip, batch[C.DESCRIPTION].to_list(), batch_size=batch_size)
+        # Chunks of several batches let encode_texts group texts of similar length.
+        for chunk in _batches(items, max(batch_size, WRITE_ROWS)):
+            yield chunk, encode_texts(clip, chunk[C.DESCRIPTION].to_list(), batch_size=batch_size)
     elif modality == "image":
-        by_position = ((i, read_image(uri)) for i, uri in enumerate(items[C.IMAGE_URI].to_list()))
-        for positions, vectors in iter_image_batches(clip, by_position, batch_size=batch_size):
+        images = _read_ahead(read_image, items[C.IMAGE_URI].to_list(), depth=READ_AHEAD_BATCHES * batch_size)
+        for positions, vectors in iter_image_batches(clip, images, batch_size=batch_size):
             yield items[positions], vectors
     else:
         raise ValueError(f"unknown modality {modality!r}: expected one of {C.MODALITIES}")
+
+
+class _BatchWriter:
+    """Upserts encoded batches into one table on a background thread, coalesced into larger commits.
+
+    Each merge-insert costs a commit and leaves a fragment whatever its size, so batches are
+    gathered until WRITE_ROWS rows or WRITE_INTERVAL_S seconds since the last commit; the
+    encoder keeps running while a commit is in flight. At most one commit is in flight and
+    WRITE_ROWS rows wait, so memory stays bounded.
+    """
+
+    def __init__(self, db, name: str, clip: LoadedClip, on_commit: Callable[[int], None]):
+        self._db, self._name, self._clip, self._on_commit = db, name, clip, on_commit
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lancedb-write")
+        self._waiting: list[tuple[pl.DataFrame, np.ndarray]] = []
+        self._waiting_rows = 0
+        self._last_commit = time.perf_counter()
+        self._in_flight: tuple[Future, int] | None = None
+        self.written = 0
+
+    def add(self, items: pl.DataFrame, vectors: np.ndarray) -> None:
+        """Queue one encoded batch; commits when enough rows or time have gathered."""
+        self._waiting.append((items, vectors))
+        self._waiting_rows += items.height
+        if self._waiting_rows >= WRITE_ROWS or time.perf_counter() - self._last_commit >= WRITE_INTERVAL_S:
+            self._commit_waiting()
+
+    def close(self, *, flush: bool) -> None:
+        """Commit what waits (when `flush`), wait for the last commit, stop the thread."""
+        try:
+            if flush:
+                self._commit_waiting()
+            self._finish_in_flight()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _commit_waiting(self) -> None:
+        if not self._waiting:
+            return
+        items = pl.concat([batch for batch, _ in self._waiting], how="vertical")
+        rows = embedding_rows(items, np.concatenate([vectors for _, vectors in self._waiting]), self._clip)
+        self._waiting, self._waiting_rows = [], 0
+        self._finish_in_flight()
+        self._in_flight = (self._pool.submit(tables.upsert_rows, self._db, self._name, rows), rows.num_rows)
+        self._last_commit = time.perf_counter()
+
+    def _finish_in_flight(self) -> None:
+        if self._in_flight is None:
+            return
+        commit, count = self._in_flight
+        self._in_flight = None
+        commit.result()
+        self.written += count
+        self._on_commit(self.written)
 
 
 def sync_embeddings(
@@ -124,12 +213,21 @@ def sync_embeddings(
     size = batch_size or clip.spec.batch_size
     log(f"{name}: {plan.to_embed.height} to embed, {plan.up_to_date} up to date, {len(plan.to_remove)} to remove")
     started = time.perf_counter()
-    embedded = 0
-    for batch, vectors in _encoded_batches(plan.to_embed, clip, modality, read_image, size):
-        tables.upsert_rows(db, name, embedding_rows(batch, vectors, clip))
-        embedded += batch.height
-        elapsed = time.perf_counter() - started
-        log(f"{name}: {embedded}/{plan.to_embed.height} embedded ({embedded / elapsed:.1f} items/s)")
+
+    def committed(embedded: int) -> None:
+        rate = embedded / (time.perf_counter() - started)
+        log(f"{name}: {embedded}/{plan.to_embed.height} embedded ({rate:.1f} items/s)")
+
+    writer = _BatchWriter(db, name, clip, committed)
+    completed = False
+    try:
+        with contextlib.closing(_encoded_batches(plan.to_embed, clip, modality, read_image, size)) as batches:
+            for batch, vectors in batches:
+                writer.add(batch, vectors)
+        completed = True
+    finally:
+        writer.close(flush=completed)
+    embedded = writer.written
     seconds = time.perf_counter() - started
     removed = tables.delete_items(db, name, plan.to_remove) if plan.to_remove else 0
     table = tables.open_existing_table(db, name)

@@ -71,19 +71,19 @@ def cleaned_captions(raw_captions: pl.DataFrame, image_manifest: pl.DataFrame) -
     frame = clean_captions(raw_captions, image_manifest)
     rejects = frame.filter(pl.col(C.STATUS) == C.REJECTED)
     counts = reject_counts(frame)
-    return Output(
-        frame,
-        metadata={
-            **frame_metadata(frame, preview=frame.filter(pl.col(C.STATUS) == C.ACCEPTED)),
-            "accepted": frame.height - rejects.height,
-            "rejected": rejects.height,
-            "rejects_by_reason": MetadataValue.json(counts),
-            **{f"rejected/{reason}": count for reason, count in sorted(counts.items())},
-            "rejected_rows": markdown_table(
-                rejects.select(C.SOURCE_ROW, C.ITEM_ID, C.IMAGE_PATH, C.REJECT_REASON, C.REJECT_DETAIL), limit=20
-            ),
-        },
-    )
+    accepted = frame.filter(pl.col(C.STATUS) == C.ACCEPTED)
+    preview = accepted.select(C.ITEM_ID, C.DESCRIPTION, *C.attribute_columns(frame.columns))
+    metadata = {
+        **frame_metadata(frame, preview=preview),
+        "accepted": accepted.height,
+        "rejected": rejects.height,
+        "rejects_by_reason": MetadataValue.json(counts),
+        **{f"rejected/{reason}": count for reason, count in sorted(counts.items()) if count},
+    }
+    if rejects.height:
+        columns = (C.SOURCE_ROW, C.ITEM_ID, C.IMAGE_PATH, C.REJECT_REASON, C.REJECT_DETAIL)
+        metadata["rejected_rows"] = markdown_table(rejects.select(columns), limit=20)
+    return Output(frame, metadata=metadata)
 
 
 # Eager, but not blocked by drops that are missing (failed or not yet run): the catalog is built

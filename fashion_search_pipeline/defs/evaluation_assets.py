@@ -9,6 +9,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
+    AssetSelection,
     AutomationCondition,
     Config,
     DagsterInstance,
@@ -39,9 +40,14 @@ ASSET = "retrieval_evaluation"
 REPORT_FOLDER = "retrieval_evaluation"
 ANN_MIN_RECALL = 0.95
 
-# Eager, but not blocked by missing embeddings partitions: a registered model that cannot be loaded
-# here never gets its tables, and the models that do should still be evaluated.
-EVALUATION_AUTOMATION = AutomationCondition.eager().without(~AutomationCondition.any_deps_missing())
+# Eager on the embeddings, but not blocked by missing embeddings partitions: a registered model that
+# cannot be loaded here never gets its tables, and the models that do should still be evaluated.
+# catalog_items does not trigger it: the catalog changes before the embeddings are synced to it.
+EVALUATION_AUTOMATION = (
+    AutomationCondition.eager()
+    .without(~AutomationCondition.any_deps_missing())
+    .ignore(AssetSelection.assets("catalog_items"))
+)
 
 
 class RetrievalEvaluationConfig(Config):
@@ -95,7 +101,7 @@ def retrieval_evaluation(
         storage.connect_db(),
         sorted(models.specs()),
         load,
-        catalog_ids=catalog_items[C.ITEM_ID].to_list() if C.ITEM_ID in catalog_items.columns else [],
+        catalog_ids=catalog_items[C.ITEM_ID].to_list(),
         captions={Path(uri).name: storage.read_bytes(uri) for uri in config.captions_files},
         label_columns=config.label_columns,
         attributes=config.zero_shot_attributes,

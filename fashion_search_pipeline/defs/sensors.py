@@ -1,6 +1,7 @@
 """The drop sensor: complete new drops become `catalog_drops` partitions and one run each."""
 
 from dagster import (
+    AssetKey,
     AssetSelection,
     AutomationConditionSensorDefinition,
     DefaultSensorStatus,
@@ -33,19 +34,24 @@ catalog_drop_job = define_asset_job(
     "catalog_drops partition and requests one run for it.",
 )
 def catalog_drop_sensor(context: SensorEvaluationContext, storage: CatalogStorage, s3: S3Resource):
-    """One tick: list drops after the cursor's high-water mark, re-check pending ones, request runs."""
+    """One tick: list drops after the cursor's high-water mark, re-check pending ones, request runs.
+
+    Drops already cleaned (materialized by hand from the UI or the CLI) are not run again.
+    """
     client = s3.get_client() if storage.landing_uri.startswith("s3://") else None
     found = discover_drops(drop_listing(storage.landing_uri, client), DiscoveryCursor.from_json(context.cursor))
     for drop_id, reason in found.invalid.items():
         context.log.error(f"drop folder {drop_id!r} ignored: {reason}")
     known = set(context.instance.get_dynamic_partitions(catalog_drops.name))
-    new = [drop_id for drop_id in found.ready if drop_id not in known]
+    cleaned = context.instance.get_materialized_partitions(AssetKey("cleaned_captions")) if known else set()
+    ready = [drop_id for drop_id in found.ready if drop_id not in cleaned]
+    new = [drop_id for drop_id in ready if drop_id not in known]
     if found.cursor.pending:
         context.log.info(f"waiting for _SUCCESS in: {', '.join(found.cursor.pending)}")
-    if not found.ready:
+    if not ready:
         return SensorResult(skip_reason=SkipReason("no new complete drops"), cursor=found.cursor.to_json())
     return SensorResult(
-        run_requests=[RunRequest(run_key=f"drop:{drop_id}", partition_key=drop_id) for drop_id in found.ready],
+        run_requests=[RunRequest(run_key=f"drop:{drop_id}", partition_key=drop_id) for drop_id in ready],
         dynamic_partitions_requests=[catalog_drops.build_add_request(new)] if new else [],
         cursor=found.cursor.to_json(),
     )

@@ -45,6 +45,7 @@ METRICS_FILE = "metrics.json"
 RECALL_PLOT_FILE = "recall_at_k.png"
 EXAMPLES_FILE = "examples.png"
 PER_QUERY_FILE = "per_query_ranks.parquet"
+INLINE_PNG_LIMIT = 100_000
 
 TASK_ORDER = (TEXT_TO_IMAGE, IMAGE_TO_TEXT, IMAGE_TO_IMAGE, TEXT_SEARCH, IMAGE_SEARCH)
 TASK_TITLES = {
@@ -126,7 +127,9 @@ def search_default_fusion() -> str:
     return inspect.signature(CatalogSearch).parameters["fusion"].default
 
 
-def _mean_mrr(results: Sequence[TaskResult], fused: bool) -> dict[tuple[str, str | None], tuple[float, tuple[str, ...]]]:
+def _mean_mrr(
+    results: Sequence[TaskResult], fused: bool
+) -> dict[tuple[str, str | None], tuple[float, tuple[str, ...]]]:
     """Mean MRR of each (model, strategy) over the tasks every pair has (its own tasks when they share none)."""
     by_pair: defaultdict[tuple[str, str | None], dict[str, float]] = defaultdict(dict)
     for result in results:
@@ -290,7 +293,8 @@ def recall_plot(results: Sequence[TaskResult]) -> bytes:
         axes[0].text(0.5, 0.5, "no results", ha="center", va="center")
         axes[0].set_axis_off()
     for ax, task in zip(axes, tasks):
-        for result in sorted((r for r in results if r.task == task), key=lambda r: (r.model, _strategy_order(r.strategy))):
+        lines = sorted((r for r in results if r.task == task), key=lambda r: (r.model, _strategy_order(r.strategy)))
+        for result in lines:
             points = [(k, v) for k, v in result.metrics.recall.items() if v is not None]
             if not points:
                 continue
@@ -369,7 +373,8 @@ def example_grid(
         return _png(canvas)
     model = rows[0][0].model
     fusion = f", fusion {recommendation.strategy}" if recommendation is not None and recommendation.strategy else ""
-    draw.text((10, 8), f"{evaluation.dataset}: model {model}{fusion} (green frame = relevant)", fill="black", font=_font(13))
+    title = f"{evaluation.dataset}: model {model}{fusion} (green frame = relevant)"
+    draw.text((10, 8), title, fill="black", font=_font(13))
     uris = dict(zip(*evaluation.items[model].select(ITEM_ID, IMAGE_URI).get_columns()))
     cache: dict[str, bytes | None] = {}
 
@@ -430,8 +435,18 @@ def per_query_frame(results: Sequence[TaskResult]) -> pl.DataFrame:
 
 
 def markdown_image(png: bytes, alt: str) -> str:
-    """A markdown image embedding the PNG as a data: URI (shown inline without a file server)."""
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+    """A markdown image embedding the PNG as a data: URI (shown inline without a file server).
+
+    A PNG over INLINE_PNG_LIMIT bytes (photo thumbnails) is embedded as a JPEG instead,
+    to keep run metadata small; the PNG file itself is unchanged.
+    """
+    data, mime = png, "image/png"
+    if len(png) > INLINE_PNG_LIMIT:
+        buffer = io.BytesIO()
+        with Image.open(io.BytesIO(png)) as image:
+            image.convert("RGB").save(buffer, format="JPEG", quality=85)
+        data, mime = buffer.getvalue(), "image/jpeg"
+    return f"![{alt}](data:{mime};base64,{base64.b64encode(data).decode('ascii')})"
 
 
 @dataclass(frozen=True)
@@ -470,7 +485,9 @@ def write_reports(evaluation: Evaluation, folder: str | Path, read_image: Callab
         "recommendation": asdict(recommendation) if recommendation is not None else None,
         "metrics": metric_rows(evaluation.results),
         "zero_shot": [
-            {"model": model, **asdict(report)} for model, reports in sorted(evaluation.zero_shot.items()) for report in reports
+            {"model": model, **asdict(report)}
+            for model, reports in sorted(evaluation.zero_shot.items())
+            for report in reports
         ],
         "notes": evaluation.notes,
     }

@@ -7,7 +7,8 @@ contributes its `depth` best candidates, ranked by score then item_id, and the
 strategies raw / rrf / weighted / image / text combine them exactly as `fuse`
 does. Candidates that neither table returned come after those it did, in the
 order the strategy gives when both tables return everything, so ranks beyond the
-fused list stay meaningful for MRR and the median rank.
+fused list stay meaningful for MRR and the median rank. A candidate a table can
+never return (scored -inf, e.g. the query image's own item) comes last.
 
 Tasks on a catalog (one model's ModelVectors):
   text_to_image   each description -> its own image (and images of items with the same description)
@@ -118,7 +119,7 @@ def fused_score_sets(
             np.where(found, _combined(strategy, scores, ranks, anywhere), 0.0),
         )
         order = np.lexsort((index, -value, tier), axis=-1)
-        fused[strategy] = -_positions(order).astype(np.float64)
+        fused[strategy] = np.where(found, -_positions(order).astype(np.float64), -np.inf)
     return fused
 
 
@@ -153,7 +154,7 @@ def _combined(
 
 @dataclass
 class _Task:
-    """Queries, their relevant candidates, and how to score a block of them."""
+    """A task's queries and, per query, its relevant candidates (positions in candidate_ids)."""
 
     task: str
     query_kind: str
@@ -176,9 +177,10 @@ def _sampled(n_queries: int, max_queries: int | None, seed: int) -> np.ndarray:
 
 
 def _top_ids(scores: np.ndarray, candidate_ids: list[str]) -> list[list[str]]:
+    """Each query's TOP_SHOWN best candidates (never one scored -inf, i.e. left out)."""
     shown = min(TOP_SHOWN, scores.shape[1])
     order = np.argsort(-scores, axis=1, kind="stable")[:, :shown]
-    return [[candidate_ids[j] for j in row] for row in order]
+    return [[candidate_ids[j] for j in row if scores[i, j] > -np.inf] for i, row in enumerate(order)]
 
 
 def _run(
@@ -197,7 +199,7 @@ def _run(
         for strategy, scores in score_blocks(block).items():
             ranks[strategy] += ranks_from_scores(scores, relevant)
             tops[strategy] += _top_ids(scores, task.candidate_ids)
-    strategies = list(ranks) or list(score_blocks(chosen[:0]))
+    strategies = list(ranks) or list(score_blocks(chosen[:0]))  # no query chosen: still one result each
     results = []
     for strategy in strategies:
         metrics = compute_metrics(ranks[strategy], ks=RECALL_KS, ndcg_k=NDCG_K)
@@ -271,7 +273,9 @@ def evaluate_model(
     for name, captions in (caption_sets or {}).items():
         text_sets[f"{CAPTIONS_PREFIX}{name}"] = captions
     if text_sets and encode_text is None:
-        notes.append(f"model {model}: not loadable here, so {', '.join(text_sets)} (which encode new text) are left out")
+        notes.append(
+            f"model {model}: not loadable here, so {', '.join(text_sets)} (which encode new text) are left out"
+        )
         text_sets = {}
     for task_name, query_set in text_sets.items():
         results += _text_query_task(vectors, task_name, query_set, encode_text, depth, max_queries, seed)
@@ -343,7 +347,8 @@ def _text_query_task(
         queries = embedded[[row_of[i] for i in block]]
         return fused_score_sets(queries @ vectors.image.T, queries @ vectors.text.T, depth=depth)
 
-    task = _Task(task_name, "text", "product", query_set.queries, query_set.relevant_indices(ids), ids, query_set.skipped)
+    relevant = query_set.relevant_indices(ids)
+    task = _Task(task_name, "text", "product", query_set.queries, relevant, ids, query_set.skipped)
     return _run(task, vectors.model, scores, chosen)
 
 

@@ -120,6 +120,10 @@ def _cpu_has_native_bf16() -> bool:
 
 
 def _load_uncached(spec: ModelSpec) -> LoadedClip:
+    if spec.name == DOMAIN_MODEL and spec.pretrained and not Path(spec.pretrained).is_file():
+        raise ModelLoadError(
+            spec, "it has not been trained here yet: materialize the domain_clip asset (or run `fashion-search demo`)"
+        )
     device = _device_for(spec)
     architecture = _resolve_architecture(spec)
     checkpoint, tag_cfg = _resolve_checkpoint(spec, architecture)
@@ -240,8 +244,7 @@ def _resolve_checkpoint(spec: ModelSpec, architecture: _Architecture) -> tuple[s
     if looks_like_path(pretrained):
         path = Path(pretrained).expanduser()
         if not path.is_file():
-            trained_here = " (train it: materialize the domain_clip asset)" if spec.name == DOMAIN_MODEL else ""
-            raise ModelLoadError(spec, f"checkpoint file {path} does not exist{trained_here}")
+            raise ModelLoadError(spec, f"checkpoint file {path} does not exist")
         return str(path), {}
     tag_cfg = open_clip.get_pretrained_cfg(architecture.open_clip_name, pretrained)
     if not tag_cfg:

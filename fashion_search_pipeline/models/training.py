@@ -1,9 +1,11 @@
 """Contrastive training of a CLIP on the catalog's own (image, caption) pairs.
 
-Trains an open_clip model (a small one from scratch, or a registry model being fine-tuned) with the
-symmetric CLIP loss and its learnable logit scale. Images are decoded once into a uint8 cache at the
-model's input size; each step augments and normalises a batch of that cache. Also holds the pieces
-that judge such a model: a deterministic held-out split by item and held-out text->image MRR.
+Trains an open_clip model (the small packaged one from scratch, or a registry model being fine-tuned)
+with the symmetric CLIP loss and its learnable logit scale; identical captions in a batch count as
+positives of each other, and optional attribute labels add a zero-shot-style classification term.
+Images are decoded once into a uint8 cache at the model's input size; each step augments and
+normalises a batch of that cache. Also holds what judges such a model: a deterministic held-out
+split by item, held-out text->image MRR and the MRR of a random ranking.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ FREEZE_CHOICES = ("none", "image", "text")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 CAPTION_ATTRIBUTES = ("gender", "colour", "article_type")
+LABEL_ATTRIBUTES = ("colour", "article_type")
 MAX_LOGIT_SCALE = math.log(100.0)
 LOG_INTERVAL_SECONDS = 30.0
+THREAD_PROBE_SECONDS = 60.0
 
 Caption = str | Sequence[str]
 Log = Callable[[str], None]
@@ -36,7 +40,16 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Hyper-parameters of one training run; the defaults suit the small from-scratch model on a CPU."""
+    """Hyper-parameters of one training run; the defaults suit the small from-scratch model on a CPU.
+
+    freeze: "image" or "text" keeps that tower's weights (LiT-style fine-tuning). augment_images: random
+    flip and crop of the cached images. augment_text_from_attributes: see training_captions.
+    max_train_seconds: wall-time budget of the whole train_clip call (None: train every epoch).
+    num_threads: most CPU threads (None: torch's setting); training switches to one thread while that
+    measures faster. device: "auto" (CUDA when available), "cpu" or "cuda". precision: "auto" (bf16
+    autocast on CUDA, fp16 with a gradient scaler where bf16 is unsupported, fp32 on the CPU), "fp32",
+    "bf16" or "fp16" (CUDA only).
+    """
 
     epochs: int = 30
     batch_size: int = 128
@@ -47,7 +60,7 @@ class TrainingConfig:
     augment_images: bool = True
     augment_text_from_attributes: bool = True
     seed: int = 0
-    max_train_seconds: float | None = 480.0
+    max_train_seconds: float | None = 540.0
     num_threads: int | None = None
     device: str = "auto"
     precision: str = "auto"
@@ -137,17 +150,23 @@ def text_with_attributes(description: str, attributes: Mapping[str, str | None])
 
 def training_captions(description: str, attributes: Mapping[str, str | None],
                       config: TrainingConfig) -> list[str]:
-    """The captions one item trains with (each epoch samples one): its description and, when the
-    config augments text from attributes, the description prefixed with its CAPTION_ATTRIBUTES
-    ("Men Black Jackets: Puma ... Jacket") and those attributes alone ("Men Black Jackets"), the
-    phrase a zero-shot label prompt looks like."""
+    """The captions one item trains with; each epoch samples one of them.
+
+    Its description and, when the config augments text from attributes: the description prefixed with
+    its CAPTION_ATTRIBUTES ("Men Black Jackets: Puma Men Ferrari Black Fleece Jacket"), those
+    attributes alone ("Men Black Jackets") and each LABEL_ATTRIBUTES value alone ("Black", "Jackets"),
+    the texts a zero-shot label prompt looks like. Items sharing such a caption are positives of each
+    other in the loss, not negatives.
+    """
     captions = [description]
     if config.augment_text_from_attributes:
-        chosen = {name: attributes.get(name) for name in CAPTION_ATTRIBUTES}
-        prefixed = text_with_attributes(description, chosen)
+        prefix = {name: attributes.get(name) for name in CAPTION_ATTRIBUTES}
+        prefixed = text_with_attributes(description, prefix)
         if prefixed != description:
             captions += [prefixed, prefixed.removesuffix(f": {description}")]
-    return captions
+        captions += [str(attributes[name]).strip() for name in LABEL_ATTRIBUTES
+                     if attributes.get(name) is not None and str(attributes[name]).strip()]
+    return list(dict.fromkeys(captions))
 
 
 def random_mrr(n: int) -> float:
@@ -200,26 +219,30 @@ def _decode(data: bytes, index: int) -> Image.Image:
 
 def train_clip(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
                pairs: Sequence[tuple[bytes, Caption]], config: TrainingConfig = TrainingConfig(),
-               log: Log | None = None) -> TrainResult:
+               log: Log | None = None, labels: Sequence[Mapping[str, str | None]] | None = None) -> TrainResult:
     """Train model contrastively on (image bytes, caption or captions) pairs and return it.
 
-    A pair with several captions trains on one of them per epoch, drawn at random. Uses CUDA with
+    A pair with several captions trains on one of them per epoch, drawn at random. labels, when given,
+    holds each pair's attribute labels ({"colour": "Black", "article_type": "Jackets"}): every step then
+    also classifies the batch's images among all the values of each attribute by cosine to the label's
+    own text, as zero-shot classification does (see label_loss). Uses CUDA with
     mixed precision when available (bf16, or fp16 with a gradient scaler), the CPU otherwise; logs
-    loss, samples/s and ETA through log.
+    loss, samples/s and ETA through log. With config.max_train_seconds the whole call (image decoding
+    included) stays within that budget: the learning-rate schedule follows the clock as well as the
+    step count, and training stops, schedule decayed, when the time is spent.
     """
     if len(pairs) < MIN_PAIRS:
         raise ValueError(f"train_clip needs at least {MIN_PAIRS} pairs (contrastive loss), got {len(pairs)}")
     previous_threads = torch.get_num_threads()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
     try:
-        return _train(model, preprocess, tokenizer, pairs, config, log or _silent)
+        return _train(model, preprocess, tokenizer, pairs, labels, config, log or _silent)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _train(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
-           pairs: Sequence[tuple[bytes, Caption]], config: TrainingConfig, report: Log) -> TrainResult:
+           pairs: Sequence[tuple[bytes, Caption]], labels: Sequence[Mapping[str, str | None]] | None,
+           config: TrainingConfig, report: Log) -> TrainResult:
     started = time.perf_counter()
     device = _resolve_device(config.device)
     autocast_dtype = _autocast_dtype(config.precision, device)
@@ -231,26 +254,31 @@ def _train(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
     flat = [caption for group in captions for caption in group]
     distinct = {caption: index for index, caption in enumerate(dict.fromkeys(flat))}
     caption_ids = torch.tensor([distinct[caption] for caption in flat])
+    label_sets = _label_sets(labels, len(pairs), distinct)
     tokens = tokenizer(list(distinct))
     offsets = torch.tensor(np.cumsum([0] + [len(group) for group in captions[:-1]]))
     counts = torch.tensor([len(group) for group in captions])
     cache_seconds = time.perf_counter() - started
-    report(f"cached {len(pairs)} images {tuple(cache.shape[1:])} and {len(distinct)} distinct captions "
-           f"in {cache_seconds:.1f}s; training on {device}"
+    label_summary = ", ".join(f"{label_set.attribute} ({len(label_set.text_ids)})" for label_set in label_sets)
+    report(f"cached {len(pairs)} images {tuple(cache.shape[1:])} and {len(distinct)} distinct texts "
+           f"in {cache_seconds:.1f}s; labels: {label_summary or 'none'}; training on {device}"
            f"{f' with {autocast_dtype} autocast' if autocast_dtype else ''}")
 
     model.to(device).train()
     if config.freeze == "image":
         model.lock_image_tower()
+        model.visual.eval()  # batch-norm statistics stay as they are too, the module types unchanged
     elif config.freeze == "text":
         model.lock_text_tower()
     optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.learning_rate)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
     n = len(pairs)
     batches_per_epoch = min(math.ceil(n / config.batch_size), n // MIN_PAIRS)
     total_steps = config.epochs * batches_per_epoch
     warmup = min(config.warmup_steps, total_steps - 1)
-    budget = config.max_train_seconds
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    # the budget bounds the whole call: what decoding took comes off the time left for steps
+    budget = None if config.max_train_seconds is None else max(1e-3, config.max_train_seconds - cache_seconds)
+    threads = _ThreadChooser(config.num_threads or torch.get_num_threads(), device.type == "cpu", report)
     mean, std = mean.to(device), std.to(device)
 
     epoch_losses: list[float] = []
@@ -262,8 +290,8 @@ def _train(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
         choice = offsets + (torch.rand(n, generator=generator) * counts).long()
         losses = []
         for index, batch in enumerate(torch.tensor_split(order, batches_per_epoch)):
-            elapsed = time.perf_counter() - train_started
-            progress = max(step / total_steps, elapsed / budget if budget else 0.0)
+            step_started = time.perf_counter()
+            progress = max(step / total_steps, (step_started - train_started) / budget if budget else 0.0)
             lr = config.learning_rate * _lr_factor(step, warmup, progress, warmup / total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -271,40 +299,31 @@ def _train(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
             if config.augment_images:
                 pixels = _augment(pixels, generator)
             pixels = (pixels / 255.0 - mean) / std
-            chosen = caption_ids[choice[batch]]
-            text = tokens[chosen].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                                enabled=autocast_dtype is not None):
-                image_features = model.encode_image(pixels, normalize=True)
-                text_features = model.encode_text(text, normalize=True)
-                loss = contrastive_loss(image_features.float(), text_features.float(),
-                                        model.logit_scale.exp().float(), chosen.to(device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
+            used = threads.before_step(step)
+            loss = _step(model, optimizer, scaler, autocast_dtype, pixels, tokens, caption_ids[choice[batch]],
+                         [(s.text_ids, s.targets[batch]) for s in label_sets])
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss} at epoch {epoch}, step {step + 1}; "
                                          "lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            losses.append(loss.item())
+            losses.append(loss)
             step += 1
             samples += len(batch)
             now = time.perf_counter()
+            threads.after_step(used, (now - step_started) / len(batch))
             out_of_time = budget is not None and now - train_started >= budget
             if out_of_time:
                 break
             if now - last_log >= LOG_INTERVAL_SECONDS and index < batches_per_epoch - 1:
-                report(_progress(epoch, config, step, total_steps, losses, samples, now - train_started, lr, model))
+                report(_progress(epoch, config.epochs, step, total_steps, losses, samples, now - train_started,
+                                 budget, lr, model))
                 last_log = now
         epoch_losses.append(float(np.mean(losses)))
-        now = time.perf_counter()
-        report(_progress(epoch, config, step, total_steps, losses, samples, now - train_started, lr, model))
-        last_log = now
+        now = last_log = time.perf_counter()
+        report(_progress(epoch, config.epochs, step, total_steps, losses, samples, now - train_started,
+                         budget, lr, model))
         if out_of_time:
-            report(f"time budget of {budget:.0f}s spent: stopping after {step}/{total_steps} steps "
-                   "(the learning-rate schedule followed the clock, so it has decayed)")
+            report(f"time budget of {config.max_train_seconds:.0f}s spent: stopping after {step}/{total_steps} "
+                   "steps (the learning-rate schedule followed the clock, so it has decayed)")
             break
 
     train_seconds = time.perf_counter() - train_started
@@ -326,6 +345,101 @@ def _train(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
     )
 
 
+def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+          autocast_dtype: torch.dtype | None, pixels: torch.Tensor, tokens: torch.Tensor,
+          caption_ids: torch.Tensor, label_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """One optimisation step on a batch; returns its loss."""
+    device = pixels.device
+    # every text the step needs (the batch's captions, each label set) is encoded once, even when shared
+    needed = torch.cat([caption_ids, *(text_ids for text_ids, _ in label_batches)])
+    unique, inverse = torch.unique(needed, return_inverse=True)
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        image_features = model.encode_image(pixels, normalize=True).float()
+        text_features = model.encode_text(tokens[unique].to(device), normalize=True).float()[inverse.to(device)]
+        scale = model.logit_scale.exp().float()
+        batch = len(caption_ids)
+        loss = contrastive_loss(image_features, text_features[:batch], scale, caption_ids.to(device))
+        start = batch
+        for text_ids, targets in label_batches:
+            label_features = text_features[start:start + len(text_ids)]
+            start += len(text_ids)
+            loss = loss + label_loss(image_features, label_features, scale, targets.to(device)) / len(label_batches)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    return loss.item()
+
+
+@dataclass(frozen=True)
+class _LabelSet:
+    attribute: str
+    text_ids: torch.Tensor  # (values,): each value's index among the distinct texts
+    targets: torch.Tensor  # (pairs,): each pair's value index, -1 where it has none
+
+
+def _label_sets(labels: Sequence[Mapping[str, str | None]] | None, n: int,
+                distinct: dict[str, int]) -> list[_LabelSet]:
+    """One label set per attribute with at least two values; adds the values' texts to distinct."""
+    if labels is None:
+        return []
+    if len(labels) != n:
+        raise ValueError(f"train_clip got {len(labels)} label mappings for {n} pairs")
+    cleaned = [{name: str(value).strip() for name, value in row.items() if value is not None and str(value).strip()}
+               for row in labels]
+    sets = []
+    for attribute in sorted({name for row in cleaned for name in row}):
+        values = sorted({row[attribute] for row in cleaned if attribute in row})
+        if len(values) < 2:
+            continue
+        for value in values:
+            distinct.setdefault(value, len(distinct))
+        index = {value: position for position, value in enumerate(values)}
+        sets.append(_LabelSet(attribute, torch.tensor([distinct[value] for value in values]),
+                              torch.tensor([index.get(row.get(attribute), -1) for row in cleaned])))
+    return sets
+
+
+class _ThreadChooser:
+    """Chooses, by measuring, between the allowed CPU threads and a single one, again every
+    THREAD_PROBE_SECONDS: on an oversubscribed CPU, OpenMP threads spin-wait for each other at every
+    barrier and one thread can train several times faster than two."""
+
+    def __init__(self, most: int, enabled: bool, report: Log):
+        self.most = most
+        self.enabled = enabled and most > 1
+        self.report = report
+        self.chosen = most
+        self.trial: dict[int, float] | None = None
+        self.next_probe = 0.0
+        torch.set_num_threads(most)
+
+    def before_step(self, step: int) -> int:
+        """Set and return the thread count for this step (the first step only warms up)."""
+        if self.enabled and self.trial is None and step > 0 and time.perf_counter() >= self.next_probe:
+            self.trial = {}
+        threads = self.chosen if self.trial is None else (self.most, 1)[len(self.trial)]
+        torch.set_num_threads(threads)
+        return threads
+
+    def after_step(self, threads: int, seconds_per_sample: float) -> None:
+        """Record a probe's timing; once both counts ran, keep the faster."""
+        if self.trial is None:
+            return
+        self.trial[threads] = seconds_per_sample
+        if len(self.trial) < 2:
+            return
+        faster = min(self.trial, key=self.trial.__getitem__)
+        if faster != self.chosen:
+            self.report(f"using {faster} CPU thread{'s' if faster > 1 else ''}: {1 / self.trial[faster]:.1f} "
+                        f"samples/s against {1 / self.trial[self.chosen]:.1f} with {self.chosen}")
+        self.chosen = faster
+        self.trial = None
+        self.next_probe = time.perf_counter() + THREAD_PROBE_SECONDS
+
+
 def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
                      caption_ids: torch.Tensor) -> torch.Tensor:
     """Symmetric CLIP (InfoNCE) loss over a batch of L2-normalised features, in which pairs whose
@@ -341,12 +455,22 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2 - entropy
 
 
-def _progress(epoch: int, config: TrainingConfig, step: int, total_steps: int, losses: list[float], samples: int,
-              elapsed: float, lr: float, model: torch.nn.Module) -> str:
+def label_loss(image_features: torch.Tensor, label_features: torch.Tensor, logit_scale: torch.Tensor,
+               targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of classifying each image among an attribute's label texts by scaled cosine,
+    the zero-shot rule; images whose target is -1 (no label) are left out (0 when none has one)."""
+    known = targets >= 0
+    if not bool(known.any()):
+        return image_features.sum() * 0.0
+    return F.cross_entropy(logit_scale * image_features[known] @ label_features.T, targets[known])
+
+
+def _progress(epoch: int, epochs: int, step: int, total_steps: int, losses: list[float], samples: int,
+              elapsed: float, budget: float | None, lr: float, model: torch.nn.Module) -> str:
     eta = elapsed / step * (total_steps - step)
-    if config.max_train_seconds is not None:
-        eta = max(0.0, min(eta, config.max_train_seconds - elapsed))
-    return (f"epoch {epoch}/{config.epochs} step {step}/{total_steps} loss {np.mean(losses):.4f} lr {lr:.2e} "
+    if budget is not None:
+        eta = max(0.0, min(eta, budget - elapsed))
+    return (f"epoch {epoch}/{epochs} step {step}/{total_steps} loss {np.mean(losses):.4f} lr {lr:.2e} "
             f"scale {model.logit_scale.exp().item():.1f} {samples / elapsed:.1f} samples/s "
             f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
 

@@ -3,9 +3,15 @@
 Below `min_rows_for_ann` rows an exact (flat) scan is both exact and fast
 (about 10 ms for 10k x 512 floats), so no vector index is built. Up to a million
 rows IVF_HNSW_SQ (8-bit scalar quantisation, an HNSW graph per partition) gives
-high recall at a quarter of the vector size; beyond that IVF_PQ compresses each
-vector to a few dozen bytes. Queries re-rank quantised candidates with the exact
-vectors (refine_factor), which recovers the recall quantisation loses.
+high recall at a quarter of the vector size. From a million rows on, IVF_RQ
+(RaBitQ with 4 bits per dimension, an eighth of the vector size, no codebook to
+train) in partitions of about 8,192 rows: it indexes a million 512-d vectors in
+about a minute of CPU time, where IVF_PQ with sqrt(n) partitions took over four
+(its codebook training dominates), and 4 bits keep recall high even on vectors
+without cluster structure, where 1-bit RaBitQ and 8-bit PQ fall below 0.6.
+Queries re-rank quantised candidates with the exact vectors (refine_factor), which
+recovers the recall quantisation loses: recall@10 about 0.99 on a million
+clustered 512-d vectors (`make bench`).
 """
 
 from __future__ import annotations
@@ -13,23 +19,34 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lancedb.index import FTS, BTree, HnswSq, IvfPq
+from lancedb.index import FTS, BTree, HnswSq, IvfRq
 from lancedb.table import Table
 
 from fashion_search_pipeline.columns import DESCRIPTION, ITEM_ID, VECTOR
 from fashion_search_pipeline.store.tables import retry_commit_conflicts
 
 DEFAULT_MIN_ROWS_FOR_ANN = 10_000
-IVF_PQ_MIN_ROWS = 1_000_000
+IVF_RQ_MIN_ROWS = 1_000_000
 DISTANCE_TYPE = "cosine"
 
 HNSW_SQ = "IVF_HNSW_SQ"
-IVF_PQ = "IVF_PQ"
+IVF_RQ = "IVF_RQ"
 # LanceDB's list_indices() names for the index types built here.
-_LISTED_TYPES = {"IvfHnswSq": HNSW_SQ, "IvfPq": IVF_PQ}
+_LISTED_TYPES = {"IvfHnswSq": HNSW_SQ, "IvfRq": IVF_RQ}
+
+# IVF_RQ partitions hold about this many rows (LanceDB's own default target size),
+# and each dimension is coded in this many bits.
+RQ_PARTITION_ROWS = 8_192
+RQ_BITS = 4
+# k-means iterations for the IVF_RQ partitions: recall@10 at a million rows is the same
+# as with LanceDB's default of 50, at a fraction of the build time.
+RQ_KMEANS_ITERATIONS = 20
 
 MIN_NPROBES = 20
-REFINE_FACTOR = {HNSW_SQ: 5, IVF_PQ: 10}
+REFINE_FACTOR = {HNSW_SQ: 5, IVF_RQ: 10}
+# For a vector index built some other way (an IVF_PQ from an earlier version, until
+# ensure_indexes rebuilds it): re-rank generously.
+DEFAULT_REFINE_FACTOR = 10
 
 
 @dataclass(frozen=True)
@@ -38,16 +55,16 @@ class VectorIndexPlan:
 
     index_type: str
     num_partitions: int
-    num_sub_vectors: int | None = None
 
-    def config(self) -> HnswSq | IvfPq:
+    def config(self) -> HnswSq | IvfRq:
         """The LanceDB index configuration (cosine distance)."""
         if self.index_type == HNSW_SQ:
             return HnswSq(distance_type=DISTANCE_TYPE, num_partitions=self.num_partitions)
-        return IvfPq(
+        return IvfRq(
             distance_type=DISTANCE_TYPE,
             num_partitions=self.num_partitions,
-            num_sub_vectors=self.num_sub_vectors,
+            num_bits=RQ_BITS,
+            max_iterations=RQ_KMEANS_ITERATIONS,
         )
 
 
@@ -59,16 +76,12 @@ class AnnSearchParams:
     refine_factor: int
 
 
-def plan_vector_index(
-    num_rows: int, dim: int, *, min_rows_for_ann: int = DEFAULT_MIN_ROWS_FOR_ANN
-) -> VectorIndexPlan | None:
-    """The ANN index for `num_rows` vectors of size `dim`; None: exact search is better."""
+def plan_vector_index(num_rows: int, *, min_rows_for_ann: int = DEFAULT_MIN_ROWS_FOR_ANN) -> VectorIndexPlan | None:
+    """The ANN index for a table of `num_rows` vectors; None: exact search is better."""
     if num_rows < max(min_rows_for_ann, 1):
         return None
-    num_partitions = _partitions_for(num_rows)
-    if num_rows < IVF_PQ_MIN_ROWS:
-        return VectorIndexPlan(HNSW_SQ, num_partitions)
-    return VectorIndexPlan(IVF_PQ, num_partitions, _sub_vectors_for(dim))
+    index_type = IVF_RQ if num_rows >= IVF_RQ_MIN_ROWS else HNSW_SQ
+    return VectorIndexPlan(index_type, _partitions_for(index_type, num_rows))
 
 
 def ann_search_params(table: Table) -> AnnSearchParams | None:
@@ -76,11 +89,11 @@ def ann_search_params(table: Table) -> AnnSearchParams | None:
     index = _vector_index(table)
     if index is None:
         return None
-    index_type = _LISTED_TYPES.get(index.index_type, IVF_PQ)
-    partitions = _partitions_for(max(index.num_indexed_rows or 1, 1))
+    index_type = _LISTED_TYPES.get(index.index_type)
+    partitions = _partitions_for(index_type, max(index.num_indexed_rows or 1, 1))
     return AnnSearchParams(
         nprobes=max(MIN_NPROBES, math.ceil(partitions / 20)),
-        refine_factor=REFINE_FACTOR[index_type],
+        refine_factor=REFINE_FACTOR.get(index_type, DEFAULT_REFINE_FACTOR),
     )
 
 
@@ -101,8 +114,7 @@ def ensure_indexes(table: Table, *, min_rows_for_ann: int = DEFAULT_MIN_ROWS_FOR
     if DESCRIPTION in columns:
         report["description_index"] = _ensure_simple_index(table, existing, DESCRIPTION, FTS())
 
-    dim = table.schema.field(VECTOR).type.list_size
-    plan = plan_vector_index(num_rows, dim, min_rows_for_ann=min_rows_for_ann)
+    plan = plan_vector_index(num_rows, min_rows_for_ann=min_rows_for_ann)
     current = existing.get((VECTOR,))
     report["vector_index"] = _LISTED_TYPES.get(current.index_type, current.index_type) if current else None
     report["vector_index_action"] = "none (exact search)" if current is None else "present"
@@ -111,8 +123,6 @@ def ensure_indexes(table: Table, *, min_rows_for_ann: int = DEFAULT_MIN_ROWS_FOR
         report["vector_index"] = plan.index_type
         report["vector_index_action"] = "created" if current is None else "rebuilt"
         report["num_partitions"] = plan.num_partitions
-        if plan.num_sub_vectors is not None:
-            report["num_sub_vectors"] = plan.num_sub_vectors
 
     stale = [index.name for index in table.list_indices() if index.num_unindexed_rows]
     if stale:
@@ -142,11 +152,7 @@ def _vector_index(table: Table):
     return None
 
 
-def _partitions_for(num_rows: int) -> int:
+def _partitions_for(index_type: str | None, num_rows: int) -> int:
+    if index_type == IVF_RQ:
+        return max(1, math.ceil(num_rows / RQ_PARTITION_ROWS))
     return max(1, round(math.sqrt(num_rows)))
-
-
-def _sub_vectors_for(dim: int) -> int:
-    """The largest divisor of `dim` that is at most dim/8 (8+ dims per PQ code)."""
-    target = max(1, dim // 8)
-    return next(d for d in range(target, 0, -1) if dim % d == 0)

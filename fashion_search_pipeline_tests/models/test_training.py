@@ -15,6 +15,7 @@ from open_clip.loss import ClipLoss
 from fashion_search_pipeline.models.training import (
     TrainingConfig,
     contrastive_loss,
+    label_loss,
     heldout_mrr,
     holdout_split,
     random_mrr,
@@ -91,6 +92,22 @@ def test_frozen_image_tower_keeps_its_weights(tiny_clip, colour_pairs):
     assert not torch.equal(text_before, model.text_projection)
 
 
+def test_frozen_resnet_tower_keeps_its_batch_norm_statistics_and_layout(tmp_path, colour_pairs):
+    config = tmp_path / "fsp-test-tiny-rn.json"
+    config.write_text(json.dumps({**TINY, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8,
+                                                         "head_width": 16}}))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms("fsp-test-tiny-rn")
+    before = {k: v.clone() for k, v in model.visual.state_dict().items()}
+    train_clip(model, preprocess, open_clip.get_tokenizer("fsp-test-tiny-rn"), colour_pairs,
+               TrainingConfig(epochs=2, batch_size=8, warmup_steps=0, freeze="image", num_threads=1))
+    after = model.visual.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    open_clip.create_model("fsp-test-tiny-rn").load_state_dict(model.state_dict())
+
+
 def test_training_and_mrr_refuse_fewer_than_two_pairs(tiny_clip, colour_pairs):
     model, preprocess, tokenizer = tiny_clip()
     with pytest.raises(ValueError, match="at least 2 pairs"):
@@ -142,6 +159,36 @@ def test_contrastive_loss_treats_identical_captions_as_positives():
     assert distinct.item() == pytest.approx(math.log(2) / 2, rel=1e-3)
 
 
+def test_label_loss_leaves_out_unlabelled_images():
+    generator = torch.Generator().manual_seed(5)
+    images = torch.nn.functional.normalize(torch.randn(4, 8, generator=generator), dim=1)
+    labels = torch.nn.functional.normalize(torch.randn(3, 8, generator=generator), dim=1)
+    targets = torch.tensor([2, -1, 0, -1])
+    expected = torch.nn.functional.cross_entropy(10 * images[[0, 2]] @ labels.T, torch.tensor([2, 0]))
+    assert label_loss(images, labels, torch.tensor(10.0), targets).item() == pytest.approx(expected.item())
+    assert label_loss(images, labels, torch.tensor(10.0), torch.full((4,), -1)).item() == 0.0
+
+
+def test_training_with_labels_teaches_the_label_texts(tiny_clip, colour_pairs):
+    model, preprocess, tokenizer = tiny_clip()
+    names = list(COLOURS)
+    labels = [{"colour": name, "article_type": None} for name in names]
+    result = train_clip(model, preprocess, tokenizer, colour_pairs,
+                        TrainingConfig(epochs=30, batch_size=8, learning_rate=2e-3, warmup_steps=0,
+                                       augment_images=False, num_threads=1), labels=labels)
+    with torch.inference_mode():
+        images = torch.stack([preprocess(Image.open(io.BytesIO(image))) for image, _ in colour_pairs])
+        scores = result.model.encode_image(images, normalize=True) @ result.model.encode_text(
+            tokenizer(names), normalize=True).T
+    assert (scores.argmax(dim=1) == torch.arange(len(names))).sum() >= 7
+
+
+def test_labels_must_match_the_pairs(tiny_clip, colour_pairs):
+    model, preprocess, tokenizer = tiny_clip()
+    with pytest.raises(ValueError, match="3 label mappings for 8 pairs"):
+        train_clip(model, preprocess, tokenizer, colour_pairs, TrainingConfig(epochs=1), labels=[{}] * 3)
+
+
 def test_random_mrr_matches_hand_computed_values():
     assert random_mrr(1) == 1.0
     assert random_mrr(2) == pytest.approx((1 + 1 / 2) / 2)
@@ -187,7 +234,7 @@ def test_text_with_attributes_prefixes_non_empty_values_in_order():
 def test_training_captions_follow_the_config():
     row = {"gender": "Women", "category": "Apparel/Topwear", "article_type": "Tops", "colour": "Pink"}
     assert training_captions("Pink Top", row, TrainingConfig()) == [
-        "Pink Top", "Women Pink Tops: Pink Top", "Women Pink Tops"]
+        "Pink Top", "Women Pink Tops: Pink Top", "Women Pink Tops", "Pink", "Tops"]
     assert training_captions("Pink Top", {}, TrainingConfig()) == ["Pink Top"]
     assert training_captions("Pink Top", row, TrainingConfig(augment_text_from_attributes=False)) == ["Pink Top"]
 

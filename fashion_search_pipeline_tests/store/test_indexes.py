@@ -7,10 +7,11 @@ import pyarrow as pa
 import pytest
 
 from fashion_search_pipeline.columns import ITEM_ID, VECTOR
+from fashion_search_pipeline.store import indexes
 from fashion_search_pipeline.store.indexes import (
     DEFAULT_MIN_ROWS_FOR_ANN,
     HNSW_SQ,
-    IVF_PQ,
+    IVF_RQ,
     ann_search_params,
     ensure_indexes,
     plan_vector_index,
@@ -58,21 +59,21 @@ def db(tmp_path):
 
 
 def test_small_tables_get_exact_search():
-    assert plan_vector_index(DEFAULT_MIN_ROWS_FOR_ANN - 1, 512) is None
-    assert plan_vector_index(0, 512, min_rows_for_ann=0) is None
+    assert plan_vector_index(DEFAULT_MIN_ROWS_FOR_ANN - 1) is None
+    assert plan_vector_index(0, min_rows_for_ann=0) is None
 
 
 def test_mid_sized_tables_get_ivf_hnsw_sq_with_sqrt_partitions():
-    plan = plan_vector_index(250_000, 512)
-    assert (plan.index_type, plan.num_partitions, plan.num_sub_vectors) == (HNSW_SQ, 500, None)
+    plan = plan_vector_index(250_000)
+    assert (plan.index_type, plan.num_partitions) == (HNSW_SQ, 500)
     assert plan.config().distance_type == "cosine"
 
 
-@pytest.mark.parametrize(("dim", "sub_vectors"), [(512, 64), (768, 96), (500, 50), (7, 1)])
-def test_large_tables_get_ivf_pq_with_sub_vectors_dividing_the_dimension(dim, sub_vectors):
-    plan = plan_vector_index(4_000_000, dim)
-    assert (plan.index_type, plan.num_partitions, plan.num_sub_vectors) == (IVF_PQ, 2000, sub_vectors)
-    assert plan.config().num_sub_vectors == sub_vectors
+@pytest.mark.parametrize(("rows", "partitions"), [(1_000_000, 123), (4_000_000, 489)])
+def test_large_tables_get_ivf_rq_with_partitions_of_about_8k_rows(rows, partitions):
+    plan = plan_vector_index(rows)
+    assert (plan.index_type, plan.num_partitions) == (IVF_RQ, partitions)
+    assert (plan.config().distance_type, plan.config().num_bits) == ("cosine", 4)
 
 
 def test_ensure_indexes_on_a_small_table_builds_scalar_and_full_text_indexes_only(db):
@@ -123,3 +124,24 @@ def test_ann_index_recall_at_10_matches_exact_search(db):
     )
     assert found / (10 * len(queries)) >= 0.95
     assert ensure_indexes(table)["vector_index_action"] == "present"
+
+
+def test_a_table_outgrowing_ivf_hnsw_sq_is_rebuilt_as_ivf_rq_with_high_recall(db, monkeypatch):
+    # Isotropic noise around 40 centres: neighbours barely stand out, the hard case for quantisers.
+    vectors = clustered_unit_vectors(20_000, 128)
+    table = vector_table(db, "m__image", vectors)
+    assert ensure_indexes(table)["vector_index"] == HNSW_SQ
+    monkeypatch.setattr(indexes, "IVF_RQ_MIN_ROWS", 15_000)  # a million rows, scaled down
+    report = ensure_indexes(table)
+    assert (report["vector_index"], report["vector_index_action"], report["num_partitions"]) == (
+        IVF_RQ, "rebuilt", 3
+    )
+    assert {index.index_type for index in table.list_indices() if index.columns == [VECTOR]} == {"IvfRq"}
+    assert ann_search_params(table).refine_factor == indexes.REFINE_FACTOR[IVF_RQ]
+
+    queries = clustered_unit_vectors(50, 128, seed=2)
+    found = sum(
+        len(set(nearest_ids(table, query, 10, exact=True)) & set(nearest_ids(table, query, 10, exact=False)))
+        for query in queries
+    )
+    assert found / (10 * len(queries)) >= 0.95

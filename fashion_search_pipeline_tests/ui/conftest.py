@@ -17,12 +17,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from playwright.sync_api import Page, expect, sync_playwright
 
 from fashion_search_pipeline import config
 from fashion_search_pipeline.demo_catalog import demo_items, write_drop
-from fashion_search_pipeline.models.checkpoints import TINY_CONFIG, write_random_checkpoint
+from fashion_search_pipeline_tests.data_folder import LOCATION_VARIABLES, write_tiny_registry
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -39,14 +38,6 @@ CHROMIUM_ARGS = [
 DROP_ID = "ui-001"
 GOOD_ITEMS = 8
 STARTUP_TIMEOUT_S = 180
-# Variables that would point the code location away from the test's data folder.
-LOCATION_VARS = (
-    config.LANDING_ENV,
-    config.DB_ENV,
-    config.MODELS_ENV,
-    config.ASSETS_ENV,
-    config.S3_ENDPOINT_ENV,
-)
 
 
 def _free_port() -> int:
@@ -62,15 +53,7 @@ def _write_home(home: Path) -> None:
     with open(drop / "captions.csv", "a", encoding="utf-8") as captions:
         captions.write("gone-1#images/gone.jpg#Nova Men Red Cotton Tshirt#Men#Tshirt#Red\n")
         captions.write("broken-1#images/broken.jpg#Nova Men Blue Cotton Tshirt#Men#Tshirt#Blue\n")
-    checkpoint = write_random_checkpoint(TINY_CONFIG, home / "models" / "tiny.pt", seed=0)
-    (home / "models.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "include_defaults": False,
-                "models": {"tiny": {"architecture": str(TINY_CONFIG), "pretrained": str(checkpoint)}},
-            }
-        )
-    )
+    write_tiny_registry(home, "tiny")
     (home / "dagster").mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster" / "dagster.yaml")
 
@@ -124,12 +107,13 @@ def ui_home(tmp_path_factory) -> Path:
 def dagster_ui(ui_home: Path, artifacts: Path):
     """`dagster dev -w workspace.yaml` on 127.0.0.1 (webserver + daemon), as `make dagster` runs it; yields its URL."""
     port = _free_port()
-    env = {key: value for key, value in os.environ.items() if key not in LOCATION_VARS}
+    env = {key: value for key, value in os.environ.items() if key not in LOCATION_VARIABLES}
     env.update({config.HOME_ENV: str(ui_home), "DAGSTER_HOME": str(ui_home / "dagster")})
     log = artifacts / "dagster-dev.log"
     with open(log, "wb") as output:
+        dagster = str(Path(sys.executable).parent / "dagster")
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            [dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
             cwd=REPO,
             env=env,
             stdout=output,
@@ -144,16 +128,22 @@ def dagster_ui(ui_home: Path, artifacts: Path):
         _stop(process)
 
 
-@pytest.fixture(scope="module")
-def page(dagster_ui: str, tmp_path_factory):
-    """A headless Chromium page (fresh profile) on the UI, its first-visit dialog dismissed."""
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium, which `make test` installs through `make browser`."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser` (Debian's chromium package)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def page(chromium: str, dagster_ui: str, tmp_path_factory):
+    """A headless Chromium page (fresh profile) on the UI, its first-visit dialog dismissed."""
     expect.set_options(timeout=30_000)
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=CHROMIUM,
+            executable_path=chromium,
             headless=True,
             args=CHROMIUM_ARGS,
             viewport={"width": 1600, "height": 1000},

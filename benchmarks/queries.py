@@ -1,0 +1,181 @@
+"""Query latency and ANN recall at catalog scale: a million generated CLIP-like vectors in LanceDB.
+
+The image table holds `image_rows` vectors, the text table `text_rows`; both get their indexes
+from store.indexes.ensure_indexes, exactly as the embedding step builds them. Measured: the vector
+search alone (what CatalogSearch runs per table) against exact search, and CatalogSearch.text end
+to end (encode the query with ViT-B-32, search both tables concurrently, fuse).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from benchmarks.vectors import ClusteredEmbeddings, ExactTopK
+from fashion_search_pipeline import columns as C
+from fashion_search_pipeline.demo_catalog import ARTICLES, BRANDS, COLOURS
+from fashion_search_pipeline.models.loading import LoadedClip
+from fashion_search_pipeline.search import CatalogSearch
+from fashion_search_pipeline.store.indexes import ann_search_params, ensure_indexes
+from fashion_search_pipeline.store.tables import (
+    ATTRIBUTES,
+    embedding_schema,
+    table_name,
+)
+
+K = 10
+DISTANCE = "_distance"
+WRITE_CHUNK = 100_000
+GENDERS = ("Men", "Women", "Unisex")
+ATTRIBUTE_COLUMNS = ("gender", "article_type", "colour")
+
+
+def run(
+    db,
+    db_uri: str,
+    clip: LoadedClip,
+    *,
+    image_rows: int,
+    text_rows: int,
+    queries: int,
+    text_queries: Sequence[str],
+    log: Callable[[str], None],
+) -> dict:
+    """Build both tables and their indexes, then time vector searches and CatalogSearch.text."""
+    source = ClusteredEmbeddings(clip.embed_dim)
+    model = clip.spec.name
+    exact = ExactTopK(source.sample(queries, seed=99), K)
+    image_table, image_summary = _built_table(db, table_name(model, "image"), source, image_rows, 1, clip, log, exact)
+    _, text_summary = _built_table(db, table_name(model, "text"), source, text_rows, 2, clip, log, None)
+    ann = _vector_search(image_table, exact.queries, exact.rows)
+    flat_ms = _flat_scan_ms(image_table, exact.queries[:3])
+    log(
+        f"queries: vector search p50 {ann['p50_ms']:.1f} ms, p99 {ann['p99_ms']:.1f} ms, "
+        f"recall@{K} {ann['recall_at_10']:.3f} (flat scan {flat_ms:.0f} ms)"
+    )
+    exact_ms = image_summary["exact_s"] / queries * 1000
+    end_to_end = _catalog_search_latency(db_uri, clip, text_queries)
+    log(f"queries: CatalogSearch.text p50 {end_to_end['p50_ms']:.1f} ms, p99 {end_to_end['p99_ms']:.1f} ms")
+    return {
+        "image_table": image_summary,
+        "text_table": text_summary,
+        "vector_search": {**ann, "flat_scan_ms": flat_ms, "exact_numpy_ms": exact_ms},
+        "catalog_search_text": end_to_end,
+    }
+
+
+def _built_table(db, name: str, source: ClusteredEmbeddings, rows: int, seed: int, clip: LoadedClip, log, exact):
+    """Write `rows` generated vectors as table `name` and build its indexes; (table, timings).
+
+    `exact` (an ExactTopK, or None) sees every vector on the way, for the ground truth.
+    """
+    timings = {"rows": rows, "exact_s": 0.0}
+    schema = embedding_schema(clip.embed_dim, ATTRIBUTE_COLUMNS)
+
+    def batches():
+        for start, vectors in zip(range(0, rows, WRITE_CHUNK), source.chunks(rows, WRITE_CHUNK, seed=seed)):
+            if exact is not None:
+                started = time.perf_counter()
+                exact.add(vectors, start)
+                timings["exact_s"] += time.perf_counter() - started
+            yield _record_batch(schema, vectors, start, clip)
+
+    started = time.perf_counter()
+    table = db.create_table(name, data=pa.RecordBatchReader.from_batches(schema, batches()), mode="overwrite")
+    timings["write_s"] = time.perf_counter() - started - timings["exact_s"]
+    started = time.perf_counter()
+    timings["indexes"] = ensure_indexes(table)
+    timings["index_s"] = time.perf_counter() - started
+    log(f"queries: {name}: {rows:,} rows written in {timings['write_s']:.0f} s, "
+        f"indexes built in {timings['index_s']:.0f} s ({timings['indexes']})")
+    return table, timings
+
+
+def _record_batch(schema: pa.Schema, vectors: np.ndarray, start: int, clip: LoadedClip) -> pa.RecordBatch:
+    """Rows in the embedding-table layout for generated items start, start + 1, ..."""
+    n, dim = vectors.shape
+    numbers = range(start, start + n)
+    colours = list(COLOURS)
+    attributes = {
+        "gender": [GENDERS[i % len(GENDERS)] for i in numbers],
+        "article_type": [ARTICLES[i % len(ARTICLES)] for i in numbers],
+        "colour": [colours[(i // len(ARTICLES)) % len(colours)] for i in numbers],
+    }
+    item_ids = [f"item-{i:07d}" for i in numbers]
+    data = {
+        C.ITEM_ID: item_ids,
+        C.DROP_ID: ["generated"] * n,
+        C.IMAGE_URI: [f"generated://images/{item}.jpg" for item in item_ids],
+        C.DESCRIPTION: [
+            f"{BRANDS[i % len(BRANDS)]} {gender} {colour} {article}"
+            for i, gender, colour, article in zip(numbers, *attributes.values())
+        ],
+        C.CONTENT_HASH: item_ids,
+        C.MODEL: [clip.spec.name] * n,
+        C.MODEL_VERSION: [clip.version] * n,
+        ATTRIBUTES: [json.dumps(dict(zip(ATTRIBUTE_COLUMNS, values))) for values in zip(*attributes.values())],
+        **attributes,
+        C.VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+    }
+    return pa.RecordBatch.from_pydict(data, schema=schema)
+
+
+def _vector_search(table, queries: np.ndarray, truth: np.ndarray) -> dict:
+    """Latency and recall@K of the ANN search CatalogSearch runs (same nprobes and refine factor)."""
+    params = ann_search_params(table)
+    latencies, found = [], 0
+    for query, expected in zip(queries, truth):
+        search = (
+            table.search(query, vector_column_name=C.VECTOR)
+            .distance_type("cosine")
+            .select([C.ITEM_ID, DISTANCE])
+            .limit(K)
+        )
+        if params is not None:  # as CatalogSearch runs it
+            search = search.minimum_nprobes(params.nprobes).maximum_nprobes(0).refine_factor(params.refine_factor)
+        started = time.perf_counter()
+        hits = search.to_arrow()
+        latencies.append(time.perf_counter() - started)
+        rows = {int(item_id.removeprefix("item-")) for item_id in hits[C.ITEM_ID].to_pylist()}
+        found += len(rows & set(expected.tolist()))
+    return {
+        **_percentiles(latencies),
+        "queries": len(queries),
+        "recall_at_10": found / (K * len(queries)),
+        "nprobes": params.nprobes if params else None,
+        "refine_factor": params.refine_factor if params else None,
+    }
+
+
+def _flat_scan_ms(table, queries: np.ndarray) -> float:
+    """Median latency of the exact (index-bypassing) scan LanceDB falls back to without an index."""
+    latencies = []
+    for query in queries:
+        search = table.search(query, vector_column_name=C.VECTOR).distance_type("cosine").select([C.ITEM_ID, DISTANCE])
+        started = time.perf_counter()
+        search.limit(K).bypass_vector_index().to_arrow()
+        latencies.append(time.perf_counter() - started)
+    return float(np.median(latencies) * 1000)
+
+
+def _catalog_search_latency(db_uri: str, clip: LoadedClip, texts: Sequence[str]) -> dict:
+    """CatalogSearch.text per query: the first (cold: model load, table handles) and the rest (warm)."""
+    with CatalogSearch(db_uri, registry={clip.spec.name: clip.spec}, default_model=clip.spec.name) as search:
+        started = time.perf_counter()
+        search.text(texts[0], k=K)
+        cold = time.perf_counter() - started
+        latencies = []
+        for text in texts[1:]:
+            started = time.perf_counter()
+            search.text(text, k=K)
+            latencies.append(time.perf_counter() - started)
+    return {**_percentiles(latencies), "queries": len(latencies), "first_query_ms": cold * 1000}
+
+
+def _percentiles(seconds: list[float]) -> dict:
+    values = np.asarray(seconds) * 1000
+    return {"p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99))}
