@@ -43,8 +43,8 @@ class GraphRunner:
         """True when every run succeeded."""
         return not self.failures
 
-    def run(self, what: str, selection: list[str], partition_key=None, config: dict | None = None) -> bool:
-        """Materialize `selection` (one partition, or unpartitioned); True on success."""
+    def run(self, what: str, selection: list[str], partition_key=None, config: dict | None = None):
+        """Materialize `selection` (one partition, or unpartitioned); returns Dagster's result."""
         self.log(f"materializing {what}")
         run_config: dict = {"loggers": {"console": {"config": {"log_level": self.console_log_level}}}}
         if config:
@@ -61,7 +61,7 @@ class GraphRunner:
         self.run_ids.append(result.run_id)
         if not result.success:
             self.failures.append(f"{what} (run {result.run_id})")
-        return result.success
+        return result
 
     def drops(self, drop_ids: Iterable[str]) -> None:
         """Register and materialize each drop's assets."""
@@ -72,11 +72,12 @@ class GraphRunner:
 
     def catalog(self) -> bool:
         """Rebuild catalog_items from the drops that exist."""
-        return self.run("catalog_items", ["catalog_items"])
+        return self.run("catalog_items", ["catalog_items"]).success
 
     def domain_clip(self, config: dict | None = None) -> bool:
         """Train and publish domain-clip with the given DomainClipConfig values."""
-        return self.run("domain_clip (training)", ["domain_clip"], config={"domain_clip": {"config": config or {}}})
+        run = self.run("domain_clip (training)", ["domain_clip"], config={"domain_clip": {"config": config or {}}})
+        return run.success
 
     def embeddings(self, model_names: Iterable[str]) -> None:
         """Bring every model x modality table in line with the catalog."""

@@ -16,6 +16,7 @@ import boto3
 import pytest
 from dagster import AssetKey, MultiPartitionKey, build_sensor_context, evaluate_automation_conditions, materialize
 
+from fashion_search_pipeline.defs.materialize import GraphRunner
 from fashion_search_pipeline.defs.resources import CatalogStorage, s3_resource_for
 from fashion_search_pipeline.defs.sensors import catalog_drop_sensor
 from fashion_search_pipeline.demo_catalog import demo_items, write_drop
@@ -40,14 +41,8 @@ class Daemon:
         return self
 
     def _materialize(self, selection, partition_key=None):
-        return materialize(
-            list(self.defs.assets),
-            instance=self.instance,
-            resources=self.defs.resources,
-            selection=selection,
-            partition_key=partition_key,
-            raise_on_error=False,
-        )
+        runner = GraphRunner(self.defs, self.instance, log=lambda _: None)
+        return runner.run(" ".join(selection), selection, partition_key)
 
     def tick(self) -> list[str]:
         """One sensor tick plus automation until nothing more is requested; returns the drops run."""

@@ -8,16 +8,15 @@ import random
 import open_clip
 import pytest
 import torch
-from PIL import Image
-
 from open_clip.loss import ClipLoss
+from PIL import Image
 
 from fashion_search_pipeline.models.training import (
     TrainingConfig,
     contrastive_loss,
-    label_loss,
     heldout_mrr,
     holdout_split,
+    label_loss,
     random_mrr,
     text_with_attributes,
     train_clip,
@@ -64,8 +63,10 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_clip, colour_pairs)
     config = TrainingConfig(epochs=12, batch_size=len(colour_pairs), learning_rate=2e-3, warmup_steps=0,
                             augment_images=False, num_threads=1)
     messages = []
+    threads = torch.get_num_threads()
     result = train_clip(model, preprocess, tokenizer, colour_pairs, config, log=messages.append)
-    assert result.steps == 12 and len(result.epoch_losses) == 12
+    assert torch.get_num_threads() == threads
+    assert result.steps == 12 and len(result.epoch_losses) == 12 and not result.stopped_by_time_budget
     assert result.epoch_losses[-1] < 0.7 * result.epoch_losses[0]
     assert result.samples_per_second > 0 and result.wall_seconds >= result.cache_seconds
     assert result.device == "cpu" and result.autocast_dtype is None
@@ -80,6 +81,16 @@ def test_training_samples_among_several_captions_per_image(tiny_clip, colour_pai
                         TrainingConfig(epochs=2, batch_size=4, warmup_steps=1, num_threads=1))
     assert result.steps == 4
     assert all(loss == loss for loss in result.epoch_losses)
+
+
+def test_a_spent_time_budget_stops_training_after_the_step_in_flight(tiny_clip, colour_pairs):
+    model, preprocess, tokenizer = tiny_clip()
+    messages = []
+    result = train_clip(model, preprocess, tokenizer, colour_pairs,
+                        TrainingConfig(epochs=50, batch_size=4, max_train_seconds=1e-6, num_threads=1),
+                        log=messages.append)
+    assert result.stopped_by_time_budget and result.steps == 1 and len(result.epoch_losses) == 1
+    assert any("time budget" in m for m in messages)
 
 
 def test_frozen_image_tower_keeps_its_weights(tiny_clip, colour_pairs):
@@ -134,7 +145,7 @@ def test_trained_model_retrieves_better_than_untrained(tiny_clip, colour_pairs):
     model, preprocess, tokenizer = tiny_clip()
     before = heldout_mrr(model, preprocess, tokenizer, colour_pairs)
     train_clip(model, preprocess, tokenizer, colour_pairs,
-               TrainingConfig(epochs=25, batch_size=8, learning_rate=2e-3, warmup_steps=0,
+               TrainingConfig(epochs=15, batch_size=8, learning_rate=2e-3, warmup_steps=0,
                               augment_images=False, num_threads=1))
     assert heldout_mrr(model, preprocess, tokenizer, colour_pairs) > max(before, 2 * random_mrr(8))
 
