@@ -30,6 +30,7 @@ from fashion_search_pipeline.models.loading import LoadedClip, load_clip, open_c
 from fashion_search_pipeline.models.published import PublishedModel, publish_model
 from fashion_search_pipeline.models.registry import DOMAIN_MODEL, ModelSpec
 from fashion_search_pipeline.models.training import (
+    LABEL_ATTRIBUTES,
     TrainingConfig,
     holdout_split,
     random_mrr,
@@ -128,7 +129,9 @@ def train_domain_model(
     before = _judge(clip, held, held_images, catalog)
     log(f"domain-clip: untrained held-out text->image MRR {before['text_to_image_mrr']}")
     started = time.perf_counter()
-    result = train_clip(clip.model, clip.preprocess, clip.tokenizer, pairs, config, log)
+    label_columns = [a for a in LABEL_ATTRIBUTES if a in attributes]
+    labels = [{a: row.get(a) for a in label_columns} for row in train.iter_rows(named=True)] if label_columns else None
+    result = train_clip(clip.model, clip.preprocess, clip.tokenizer, pairs, config, log, labels=labels)
     trained = dataclasses.replace(clip, model=result.model.eval())
     after = _judge(trained, held, held_images, catalog)
     chance = random_mrr(held.height)
