@@ -1,7 +1,7 @@
 """Image embedding throughput: end to end (JPEG files -> LanceDB rows) vs the model alone and a plain loop.
 
-Three ways of running the same model are timed in interleaved rounds, so a neighbour's load
-on a shared machine slows them alike:
+Three ways of running the same model are timed in interleaved rounds, each round starting with a
+different one, so a neighbour's load on a shared machine slows them alike:
 
 - ceiling: model.encode_image on random pixel tensors (no decoding, no I/O), at the precision the
   encoder picks for this device;
@@ -46,22 +46,30 @@ def run(
         raise ValueError(f"the image benchmark needs {needed} catalog items, the catalog has {catalog.height}")
     size = image_size(clip)
     pixels = torch.randn(batch_size, 3, size, size)
-    _forward(clip, pixels[:2])  # warm-up: weights paged in, kernels picked
+    _forward(clip, pixels)  # warm-up: weights paged in, kernels picked, buffers allocated
     totals = {"ceiling": [0, 0.0], "plain_loop": [0, 0.0], "end_to_end": [0, 0.0]}
     plain_vectors = []
-    for number in range(rounds):
-        started = time.perf_counter()
+
+    def ceiling(number: int) -> int:
         _forward(clip, pixels)
-        _add(totals["ceiling"], batch_size, started)
+        return batch_size
 
+    def plain_loop(number: int) -> int:
         uris = catalog[C.IMAGE_URI][number * per_round:number * per_round + batch_size].to_list()
-        started = time.perf_counter()
         plain_vectors.append(plain_open_clip_loop(clip, uris, batch_size))
-        _add(totals["plain_loop"], len(uris), started)
+        return len(uris)
 
-        started = time.perf_counter()
-        report = sync_embeddings(catalog.head((number + 1) * per_round), db, clip, "image", read_image=read_image)
-        _add(totals["end_to_end"], report.embedded, started)
+    def end_to_end(number: int) -> int:
+        catalog_so_far = catalog.head((number + 1) * per_round)  # the round's items are the new ones
+        return sync_embeddings(catalog_so_far, db, clip, "image", read_image=read_image).embedded
+
+    ways = [("ceiling", ceiling), ("plain_loop", plain_loop), ("end_to_end", end_to_end)]
+    for number in range(rounds):
+        # Each round starts with a different way, so none always runs first or last.
+        for name, way in ways[number % 3:] + ways[:number % 3]:
+            started = time.perf_counter()
+            totals[name][0] += way(number)
+            totals[name][1] += time.perf_counter() - started
         log(
             "image: round {}/{}: ceiling {:.2f}, plain loop {:.2f}, end to end {:.2f} images/s".format(
                 number + 1, rounds, *(count / seconds for count, seconds in totals.values())
@@ -131,11 +139,6 @@ def _agreement(clip, db, catalog, rounds, per_round, batch_size, plain_vectors) 
         ours = np.asarray([by_id[item_id] for item_id in ids], dtype=np.float32)
         lowest = min(lowest, float((ours * plain).sum(axis=1).min()))
     return lowest
-
-
-def _add(total: list, count: int, started: float) -> None:
-    total[0] += count
-    total[1] += time.perf_counter() - started
 
 
 def image_size(clip: LoadedClip) -> int:
