@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from benchmarks import hardware, image_embedding, memory, queries, text_embedding
+from benchmarks import hardware, image_embedding, incremental_drop, memory, queries, text_embedding
 from benchmarks.report import Row, render, write_json
 from fashion_search_pipeline import columns as C
 from fashion_search_pipeline.catalog.captions import read_captions
@@ -66,10 +66,11 @@ class Profile:
     vector_queries: int
     text_queries: int
     memory_sizes: tuple[int, int]
+    incremental_items: int
 
 
-FULL = Profile("full", 3, 64, 256, 4, 64, 1_000_000, 1_000_000, 200, 100, (10_000, 50_000))
-QUICK = Profile("quick", 1, 16, 64, 2, 32, 100_000, 20_000, 50, 20, (2_000, 10_000))
+FULL = Profile("full", 3, 64, 256, 4, 64, 1_000_000, 1_000_000, 200, 100, (10_000, 50_000), 2_000)
+QUICK = Profile("quick", 1, 16, 64, 2, 32, 100_000, 20_000, 50, 20, (2_000, 10_000), 300)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +145,7 @@ def _run(profile: Profile, catalog_folder: Path, work: Path) -> dict:
         log=log,
     )
     results["memory"] = memory.run(work, profile.memory_sizes, log)
+    results["incremental_drop"] = incremental_drop.run(work, profile.incremental_items, log)
     results["machine"]["load_average_1min_end"] = os.getloadavg()[0]
     return results
 
@@ -162,6 +164,7 @@ def table_rows(results: dict) -> list[Row]:
     small, large = results["memory"]["runs"]
     precision = results["image"]["precision"]
     image_cosine = results["image"]["min_cosine_end_to_end_vs_plain_fp32"]
+    drop = results["incremental_drop"]
     return [
         Row("image: end to end vs model-forward ceiling", f"{image['end_to_end']:.2f} img/s",
             f"{image['ceiling']:.2f} img/s ({precision} forward, random tensors)",
@@ -210,6 +213,9 @@ def table_rows(results: dict) -> list[Row]:
             large["peak_rss_mib"] / small["peak_rss_mib"], "flat"),
         Row("memory: RSS growth during the step", f"{large['step_rss_mib']:.0f} MiB",
             f"{small['step_rss_mib']:.0f} MiB", large["step_rss_mib"] / max(small["step_rss_mib"], 1.0), "flat"),
+        Row(f"incremental: new drop of {drop['items_new']:,} on {drop['items_before']:,} vs full rebuild",
+            f"{drop['incremental_seconds']:.2f} s", f"{drop['rebuild_seconds']:.2f} s", drop["ratio"],
+            f"<= {drop['target_ratio']}", drop["ratio"] <= drop["target_ratio"]),
     ]
 
 
