@@ -31,7 +31,7 @@ from fashion_search_pipeline.columns import DESCRIPTION, IMAGE_URI, ITEM_ID, MOD
 from fashion_search_pipeline.models.encoders import encode_images, encode_texts
 from fashion_search_pipeline.models.loading import LoadedClip, load_clip
 from fashion_search_pipeline.models.registry import ModelSpec, load_registry
-from fashion_search_pipeline.store.fusion import STRATEGIES, fuse
+from fashion_search_pipeline.store.fusion import DEFAULT_STRATEGY, STRATEGIES, fuse
 from fashion_search_pipeline.store.indexes import AnnSearchParams, ann_search_params
 from fashion_search_pipeline.store.tables import connect, is_attribute_column, open_existing_table, table_name
 
@@ -54,7 +54,7 @@ class CatalogSearch:
     registry: model specs, a registry file path, or None (FASHION_SEARCH_MODELS, else
     the built-in models). default_model: used when a query names none; without it, the
     first registry model that has tables in the database. fusion: how image-table and
-    text-table hits are combined ("rrf", "raw", "weighted", "image", "text").
+    text-table hits are combined ("weighted", the default, "rrf", "raw", "image", "text").
     """
 
     def __init__(
@@ -64,7 +64,7 @@ class CatalogSearch:
         storage_options: dict | None = None,
         registry: Mapping[str, ModelSpec] | str | os.PathLike | None = None,
         default_model: str | None = None,
-        fusion: str = "rrf",
+        fusion: str = DEFAULT_STRATEGY,
     ):
         self.db_uri = str(db_uri or config.db_uri())
         self.registry = dict(registry) if isinstance(registry, Mapping) else load_registry(registry)

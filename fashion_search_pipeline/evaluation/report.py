@@ -8,7 +8,6 @@ and null in JSON and parquet, never NaN.
 from __future__ import annotations
 
 import base64
-import inspect
 import io
 import json
 import math
@@ -36,8 +35,7 @@ from fashion_search_pipeline.evaluation.retrieval import (
     TaskResult,
 )
 from fashion_search_pipeline.evaluation.suite import CAPTIONS_KIND, Evaluation
-from fashion_search_pipeline.search import CatalogSearch
-from fashion_search_pipeline.store.fusion import STRATEGIES
+from fashion_search_pipeline.store.fusion import DEFAULT_STRATEGY, STRATEGIES
 
 TABLE_KS = (1, 5, 10)
 SUMMARY_FILE = "summary.md"
@@ -109,7 +107,7 @@ class Recommendation:
         over = f"mean MRR {self.mrr:.3f} over {', '.join(self.tasks)}"
         if self.strategy is None:
             return f"Best model: `{self.model}`, {over}" + (f" (other models: {others})." if others else ".")
-        default = search_default_fusion()
+        default = DEFAULT_STRATEGY
         change = (
             f"CatalogSearch's default fusion is already `{default}`."
             if default == self.strategy
@@ -120,11 +118,6 @@ class Recommendation:
             + (f" (other fusions: {others})" if others else "")
             + f". {change}"
         )
-
-
-def search_default_fusion() -> str:
-    """The fusion strategy CatalogSearch uses when none is given."""
-    return inspect.signature(CatalogSearch).parameters["fusion"].default
 
 
 def _mean_mrr(

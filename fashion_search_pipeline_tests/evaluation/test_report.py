@@ -15,12 +15,12 @@ from fashion_search_pipeline.evaluation.report import (
     best_fusion,
     best_model,
     markdown_image,
-    search_default_fusion,
     summary_markdown,
     write_reports,
 )
 from fashion_search_pipeline.evaluation.retrieval import RECALL_KS, TaskResult
 from fashion_search_pipeline.evaluation.suite import CATALOG_KIND, Evaluation
+from fashion_search_pipeline.store.fusion import DEFAULT_STRATEGY
 
 
 def result(model, task, strategy, first_ranks, query_kind="text", candidate_kind="product"):
@@ -70,7 +70,7 @@ def test_best_fusion_averages_over_every_fused_task_when_all_pairs_have_them():
     assert recommendation.tasks == ("text_search", "image_search")
     sentence = recommendation.sentence()
     assert "Use model `a` with fusion `raw`: mean MRR 0.625 over text_search, image_search" in sentence
-    assert f"CatalogSearch's default fusion is `{search_default_fusion()}`" in sentence
+    assert f"CatalogSearch's default fusion is `{DEFAULT_STRATEGY}`" in sentence
 
 
 def test_best_model_uses_the_one_direction_tasks():
