@@ -133,9 +133,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     models = _loadable_models(models_file, print)
     runner.embeddings(models)
     runner.run("retrieval_evaluation", ["retrieval_evaluation"])
-    recommendation = config.reports_dir() / "retrieval_evaluation" / "summary.md"
-    if recommendation.exists():
-        print("\n" + recommendation.read_text(encoding="utf-8").splitlines()[0])
+    summary = config.reports_dir() / "retrieval_evaluation" / "summary.md"
+    if summary.exists():
+        recommendation = [line for line in summary.read_text(encoding="utf-8").splitlines() if "Recommendation" in line]
+        print("\n" + "\n".join(recommendation[:1]) + f"\n(full report: {summary})")
     search = CatalogSearch(config.db_uri(), registry=models_file)
     for model in models:
         for query in DEMO_QUERIES[: args.queries]:

@@ -211,7 +211,7 @@ def sync_embeddings(
     """Embed what the table lacks, upsert it batch by batch, and remove items gone from the catalog."""
     name = tables.table_name(clip.spec.name, modality)
     plan = plan_embedding_sync(catalog, tables.embedded_keys(db, name), clip.version)
-    size = batch_size or clip.spec.batch_size
+    size = batch_size or clip.batch_size
     log(f"{name}: {plan.to_embed.height} to embed, {plan.up_to_date} up to date, {len(plan.to_remove)} to remove")
     started = time.perf_counter()
 

@@ -7,8 +7,6 @@ sequence, and texts are ordered by length before batching so short ones share sh
 Images: decoding and preprocessing run on a thread pool (PIL releases the GIL while decoding and
 resizing) one batch ahead of the model; JPEGs are decoded at reduced size (DCT scaling) when the
 model needs far fewer pixels than the file holds.
-
-A single text (a search query) runs on one intra-op CPU thread: its ops are too small to share.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import contextlib
 import io
 import itertools
 import os
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,7 +38,7 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.Decompressio
 
 def encode_texts(clip: LoadedClip, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
     """Embed texts: float32 array (len(texts), embed_dim), rows L2-normalised, in input order."""
-    size = batch_size or clip.spec.batch_size
+    size = batch_size or clip.batch_size
     vectors = np.empty((len(texts), clip.embed_dim), dtype=np.float32)
     tower = _causal_text_tower(clip.model)
     chunk = size * _TEXT_CHUNK_BATCHES
@@ -52,7 +49,7 @@ def encode_texts(clip: LoadedClip, texts: Sequence[str], batch_size: int | None 
         else:
             order = torch.argsort(tower.pooled_positions(tokens), stable=True)
         for batch in order.split(size):
-            with _inference(clip, one_cpu_thread=len(batch) == 1):
+            with _inference(clip):
                 features = _text_features(clip, tower, tokens[batch])
             vectors[start + batch.numpy()] = _normalised(features)
     return vectors
@@ -75,7 +72,7 @@ def iter_image_batches(
 
     Undecodable bytes raise ValueError naming the key.
     """
-    size = batch_size or clip.spec.batch_size
+    size = batch_size or clip.batch_size
     draft_size = max(_as_pair(clip.model.visual.preprocess_cfg["size"]))
     batches = _batched(iter(items), size)
     workers = min(_MAX_DECODE_WORKERS, os.cpu_count() or 1)
@@ -208,46 +205,15 @@ def _as_pair(size: int | Sequence[int]) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def _inference(clip: LoadedClip, *, one_cpu_thread: bool = False) -> Iterator[None]:
-    """inference_mode plus autocast at the model's precision (none for fp32), optionally on one CPU thread."""
+def _inference(clip: LoadedClip) -> Iterator[None]:
+    """inference_mode plus autocast at the model's precision (none for fp32)."""
     autocast = (
         torch.autocast(device_type=clip.device.type, dtype=clip.autocast_dtype)
         if clip.autocast_dtype is not None
         else contextlib.nullcontext()
     )
-    threads = _single_intra_op_thread() if one_cpu_thread and clip.device.type == "cpu" else contextlib.nullcontext()
-    with threads, torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast:
         yield
-
-
-_single_thread_lock = threading.Lock()
-_single_thread_users = 0
-_threads_before = 1
-
-
-@contextlib.contextmanager
-def _single_intra_op_thread() -> Iterator[None]:
-    """Run torch CPU ops on the calling thread alone while any caller is inside.
-
-    A text query is a few hundred small ops, and spread over threads every op waits for all of
-    them. On an idle 2-core machine ViT-B-32 encodes one in 27.6 ms on one thread and 22.7 ms on
-    two; when another process keeps a core busy, in 37 ms on one and 303 ms on two. torch's
-    thread count is process-wide, so concurrent callers share one setting, restored when the
-    last one leaves.
-    """
-    global _single_thread_users, _threads_before
-    with _single_thread_lock:
-        if _single_thread_users == 0:
-            _threads_before = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _single_thread_users += 1
-    try:
-        yield
-    finally:
-        with _single_thread_lock:
-            _single_thread_users -= 1
-            if _single_thread_users == 0:
-                torch.set_num_threads(_threads_before)
 
 
 def _normalised(features: torch.Tensor) -> np.ndarray:

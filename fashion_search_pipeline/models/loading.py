@@ -29,6 +29,8 @@ from fashion_search_pipeline.models.registry import DOMAIN_MODEL, HF_HUB_PREFIX,
 HUB_CONFIG_FILE = "open_clip_config.json"
 HUB_WEIGHTS_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 HUB_PROBE_TIMEOUT_S = 3.0
+CPU_BATCH_SIZE = 64
+GPU_BATCH_SIZE = 256
 _FINGERPRINT_CHARS = 16
 _PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
 
@@ -54,6 +56,7 @@ class LoadedClip:
     autocast_dtype: torch.dtype | None
     embed_dim: int
     version: str
+    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,15 @@ def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | No
     return None
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Batch size for a model whose registry entry sets none.
+
+    On a CPU, 64 images already keep every core busy and bigger batches only hold more memory; a
+    GPU needs larger batches to amortise kernel launches and host-to-device copies.
+    """
+    return GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
+
+
 def _cpu_has_native_bf16() -> bool:
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
@@ -157,6 +169,7 @@ def _load_uncached(spec: ModelSpec) -> LoadedClip:
         autocast_dtype=autocast_dtype_for(spec.precision, device),
         embed_dim=int(architecture.config["embed_dim"]),
         version=_version(spec, architecture, checkpoint),
+        batch_size=spec.batch_size or default_batch_size(device),
     )
 
 

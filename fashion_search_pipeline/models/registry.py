@@ -45,13 +45,14 @@ class ModelSpec:
     JSON file (a plain model config, or a hub-style open_clip_config.json), or "hf-hub:org/name".
     pretrained: an open_clip pretrained tag ("openai"), a local checkpoint path, "hf-hub:org/name",
     or None (only with an hf-hub architecture, whose repository holds the weights).
+    batch_size: images or texts per forward pass; None picks one for the device (see loading).
     """
 
     name: str
     architecture: str
     pretrained: str | None = None
     device: str = "auto"
-    batch_size: int = 64
+    batch_size: int | None = None
     precision: str = "auto"
 
     def __post_init__(self) -> None:
@@ -73,9 +74,11 @@ class ModelSpec:
             raise ModelRegistryError(
                 f"model {self.name!r}: device {self.device!r} is not one of auto, cpu, mps, cuda, cuda:N"
             )
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
+        ):
             raise ModelRegistryError(
-                f"model {self.name!r}: batch_size must be a positive integer, got {self.batch_size!r}"
+                f"model {self.name!r}: batch_size must be a positive integer or null, got {self.batch_size!r}"
             )
         if self.precision not in PRECISIONS:
             raise ModelRegistryError(

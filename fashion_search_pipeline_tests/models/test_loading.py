@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -18,6 +19,7 @@ from fashion_search_pipeline.models.loading import (
     ModelLoadError,
     autocast_dtype_for,
     checkpoint_fingerprint,
+    default_batch_size,
     load_clip,
 )
 from fashion_search_pipeline.models.registry import PRETRAINED_MODELS, ModelSpec
@@ -180,3 +182,9 @@ def test_precision_settings_map_to_autocast_dtypes():
     assert autocast_dtype_for("auto", cuda) is torch.float16
     assert autocast_dtype_for("auto", cpu) in (None, torch.bfloat16)
     assert autocast_dtype_for("auto", torch.device("mps")) is None
+
+
+def test_batch_size_comes_from_the_registry_or_the_device(tiny_model_spec):
+    assert load_clip(tiny_model_spec).batch_size == default_batch_size(torch.device("cpu")) == 64
+    assert load_clip(dataclasses.replace(tiny_model_spec, batch_size=8)).batch_size == 8
+    assert default_batch_size(torch.device("cuda")) == 256
