@@ -10,8 +10,8 @@ about a minute of CPU time, where IVF_PQ with sqrt(n) partitions took over four
 (its codebook training dominates), and 4 bits keep recall high even on vectors
 without cluster structure, where 1-bit RaBitQ and 8-bit PQ fall below 0.6.
 Queries re-rank quantised candidates with the exact vectors (refine_factor), which
-recovers the recall quantisation loses: recall@10 about 0.99 on a million
-clustered 512-d vectors (`make bench`).
+recovers the recall quantisation loses: recall@10 0.997 on a million clustered
+512-d vectors (`make bench`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ RQ_BITS = 4
 RQ_KMEANS_ITERATIONS = 20
 
 MIN_NPROBES = 20
-REFINE_FACTOR = {HNSW_SQ: 5, IVF_RQ: 10}
+# Candidates re-ranked with exact vectors, per result wanted. At a million clustered rows and 30
+# results, IVF_RQ's recall@10 is 0.997 with a factor of 2, 5 or 10 alike; 5 keeps a margin and
+# costs 11.2 ms per search against 13.2 ms for 10 (payload columns included).
+REFINE_FACTOR = {HNSW_SQ: 5, IVF_RQ: 5}
 # For a vector index built some other way (an IVF_PQ from an earlier version, until
 # ensure_indexes rebuilds it): re-rank generously.
 DEFAULT_REFINE_FACTOR = 10
