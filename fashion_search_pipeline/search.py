@@ -8,13 +8,16 @@
 A query is encoded once by the model, searched against both of the model's tables
 (<model>__image holds image embeddings, <model>__text description embeddings) at
 the same time by cosine similarity, and the two hit lists are fused into one row
-per product (see store.fusion). Models and table handles stay loaded between calls.
+per product (see store.fusion) with the model's fusion strategy: the one the latest
+retrieval evaluation recorded as best for it (store.fusion_choices), else "weighted".
+Models and table handles stay loaded between calls.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -32,6 +35,7 @@ from fashion_search_pipeline.models.encoders import encode_images, encode_texts
 from fashion_search_pipeline.models.loading import LoadedClip, load_clip
 from fashion_search_pipeline.models.registry import ModelSpec, load_registry
 from fashion_search_pipeline.store.fusion import DEFAULT_STRATEGY, STRATEGIES, fuse
+from fashion_search_pipeline.store.fusion_choices import read_fusion_choices
 from fashion_search_pipeline.store.indexes import AnnSearchParams, ann_search_params
 from fashion_search_pipeline.store.tables import connect, is_attribute_column, open_existing_table, table_name
 
@@ -54,7 +58,8 @@ class CatalogSearch:
     registry: model specs, a registry file path, or None (FASHION_SEARCH_MODELS, else
     the built-in models). default_model: used when a query names none; without it, the
     first registry model that has tables in the database. fusion: how image-table and
-    text-table hits are combined ("weighted", the default, "rrf", "raw", "image", "text").
+    text-table hits are combined ("weighted", "rrf", "raw", "image", "text"); None: each
+    model's strategy recorded by the latest retrieval evaluation, else "weighted".
     """
 
     def __init__(
@@ -64,17 +69,18 @@ class CatalogSearch:
         storage_options: dict | None = None,
         registry: Mapping[str, ModelSpec] | str | os.PathLike | None = None,
         default_model: str | None = None,
-        fusion: str = DEFAULT_STRATEGY,
+        fusion: str | None = None,
     ):
         self.db_uri = str(db_uri or config.db_uri())
         self.registry = dict(registry) if isinstance(registry, Mapping) else load_registry(registry)
         if default_model is not None and default_model not in self.registry:
             raise ValueError(f"default model {default_model!r} is not in the registry ({sorted(self.registry)})")
         self.default_model = default_model
-        self.fusion = _checked_strategy(fusion)
+        self.fusion = None if fusion is None else _checked_strategy(fusion)
         self._db = connect(self.db_uri, storage_options, read_consistency_interval=READ_CONSISTENCY)
         self._tables: dict[str, Table] = {}
         self._ann: dict[str, tuple[int, AnnSearchParams | None]] = {}
+        self._fusion_choices: tuple[float, dict[str, str]] | None = None
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=len(MODALITIES), thread_name_prefix="catalog-search")
 
@@ -123,8 +129,8 @@ class CatalogSearch:
     ) -> pl.DataFrame:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        strategy = self.fusion if fusion is None else _checked_strategy(fusion)
         spec = self._spec(model)
+        strategy = self.fusion_for(spec.name) if fusion is None else _checked_strategy(fusion)
         modalities = (strategy,) if strategy in MODALITIES else MODALITIES
         tables = self._open_tables(spec.name, modalities)
         vector = encode(load_clip(spec))[0]
@@ -134,6 +140,19 @@ class CatalogSearch:
             for modality, (name, table) in tables.items()
         }
         return fuse({modality: future.result() for modality, future in futures.items()}, strategy, k)
+
+    def fusion_for(self, model: str | None = None) -> str:
+        """The fusion strategy a query on `model` uses when the call names none."""
+        return self.fusion or self._evaluated_fusion(self._spec(model).name)
+
+    def _evaluated_fusion(self, model: str) -> str:
+        """The model's strategy recorded by the latest evaluation (re-read at most every
+        READ_CONSISTENCY), else the default."""
+        with self._lock:
+            now = time.monotonic()
+            if self._fusion_choices is None or now - self._fusion_choices[0] >= READ_CONSISTENCY.total_seconds():
+                self._fusion_choices = (now, read_fusion_choices(self._db))
+            return self._fusion_choices[1].get(model, DEFAULT_STRATEGY)
 
     def _spec(self, model: str | None) -> ModelSpec:
         name = model or self.default_model or self._first_model_with_tables()

@@ -30,10 +30,11 @@ from fashion_search_pipeline.defs.resources import CatalogStorage, ModelRegistry
 from fashion_search_pipeline.evaluation.ann_recall import ann_recall_at_k
 from fashion_search_pipeline.evaluation.attributes import DEFAULT_ATTRIBUTES
 from fashion_search_pipeline.evaluation.regression import metric_drops
-from fashion_search_pipeline.evaluation.report import markdown_image, metric_rows, write_reports
+from fashion_search_pipeline.evaluation.report import best_fusion_per_model, markdown_image, metric_rows, write_reports
 from fashion_search_pipeline.evaluation.retrieval import DEFAULT_LABEL_COLUMNS
 from fashion_search_pipeline.evaluation.suite import evaluate_catalog
 from fashion_search_pipeline.models.loading import LoadedClip, ModelLoadError
+from fashion_search_pipeline.store.fusion_choices import FusionChoice, record_fusion_choices
 from fashion_search_pipeline.store.tables import open_existing_table, table_name
 
 ASSET = "retrieval_evaluation"
@@ -110,6 +111,12 @@ def retrieval_evaluation(
     )
     folder = Path(config.reports_dir) if config.reports_dir else settings.reports_dir() / REPORT_FOLDER
     files = write_reports(evaluation, folder, storage.read_bytes)
+    choices = {
+        model: FusionChoice(best.strategy, best.mrr, best.tasks)
+        for model, best in best_fusion_per_model(evaluation.results).items()
+    }
+    if choices:
+        record_fusion_choices(storage.connect_db(), choices)
     rows = metric_rows(evaluation.results)
     recommendation = files.recommendation
     metadata = {
@@ -128,6 +135,11 @@ def retrieval_evaluation(
         metadata |= {"best_model": recommendation.model, "best_mrr": recommendation.mrr}
     if recommendation is not None and recommendation.strategy is not None:
         metadata["best_fusion"] = recommendation.strategy
+    if choices:
+        metadata["fusion_choices"] = MetadataValue.md(
+            "| model | CatalogSearch fusion | mean MRR |\n|---|---|---|\n"
+            + "\n".join(f"| {model} | {choice.fusion} | {choice.mean_mrr:.3f} |" for model, choice in choices.items())
+        )
     for row in rows:
         if row["strategy"] is None and row["mrr"] is not None:
             metadata[f"mrr/{row['model']}/{row['task']}"] = row["mrr"]

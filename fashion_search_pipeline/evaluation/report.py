@@ -35,7 +35,7 @@ from fashion_search_pipeline.evaluation.retrieval import (
     TaskResult,
 )
 from fashion_search_pipeline.evaluation.suite import CAPTIONS_KIND, Evaluation
-from fashion_search_pipeline.store.fusion import DEFAULT_STRATEGY, STRATEGIES
+from fashion_search_pipeline.store.fusion import STRATEGIES
 
 TABLE_KS = (1, 5, 10)
 SUMMARY_FILE = "summary.md"
@@ -102,21 +102,16 @@ class Recommendation:
     others: dict[str, float]
 
     def sentence(self) -> str:
-        """One line for people: what to use, the figure, the alternatives (and CatalogSearch's default)."""
+        """One line for people: what to use, the figure, the alternatives (and what CatalogSearch now uses)."""
         others = ", ".join(f"{name} {value:.3f}" for name, value in sorted(self.others.items(), key=lambda kv: -kv[1]))
         over = f"mean MRR {self.mrr:.3f} over {', '.join(self.tasks)}"
         if self.strategy is None:
             return f"Best model: `{self.model}`, {over}" + (f" (other models: {others})." if others else ".")
-        default = DEFAULT_STRATEGY
-        change = (
-            f"CatalogSearch's default fusion is already `{default}`."
-            if default == self.strategy
-            else f"CatalogSearch's default fusion is `{default}`: pass fusion=\"{self.strategy}\"."
-        )
         return (
             f"Use model `{self.model}` with fusion `{self.strategy}`: {over}"
             + (f" (other fusions: {others})" if others else "")
-            + f". {change}"
+            + f". CatalogSearch now fuses `{self.model}` results with `{self.strategy}` by default"
+            " (each model with its own best fusion, recorded in the database's fusion_choices table)."
         )
 
 
@@ -138,18 +133,32 @@ def _mean_mrr(
     return means
 
 
+def best_fusion_per_model(results: Sequence[TaskResult]) -> dict[str, Recommendation]:
+    """Each model's fusion strategy with the highest MRR averaged over the fused search tasks.
+
+    Ties go to the strategy listed first in store.fusion.STRATEGIES. Empty when no fused
+    search task was evaluated.
+    """
+    means = _mean_mrr(results, fused=True)
+    best = {}
+    for model in sorted({model for model, _ in means}):
+        pairs = [pair for pair in means if pair[0] == model]
+        chosen = min(pairs, key=lambda pair: (-means[pair][0], STRATEGIES.index(pair[1])))
+        others = {strategy: means[(model, strategy)][0] for _, strategy in pairs if strategy != chosen[1]}
+        best[model] = Recommendation(model, chosen[1], means[chosen][0], means[chosen][1], others)
+    return best
+
+
 def best_fusion(results: Sequence[TaskResult]) -> Recommendation | None:
     """The (model, fusion strategy) with the highest MRR averaged over the fused search tasks.
 
     Ties go to the strategy listed first in store.fusion.STRATEGIES, then to the
     model name. None when no fused search task was evaluated.
     """
-    means = _mean_mrr(results, fused=True)
-    if not means:
+    per_model = best_fusion_per_model(results)
+    if not per_model:
         return None
-    model, strategy = min(means, key=lambda pair: (-means[pair][0], STRATEGIES.index(pair[1]), pair[0]))
-    others = {s: means[(m, s)][0] for (m, s) in means if m == model and s != strategy}
-    return Recommendation(model, strategy, means[(model, strategy)][0], means[(model, strategy)][1], others)
+    return min(per_model.values(), key=lambda best: (-best.mrr, STRATEGIES.index(best.strategy), best.model))
 
 
 def best_model(results: Sequence[TaskResult]) -> Recommendation | None:

@@ -24,9 +24,10 @@ import polars as pl
 from fashion_search_pipeline.columns import ITEM_ID, MATCHED, MODALITIES, RANK, SCORE
 
 STRATEGIES = ("raw", "rrf", "weighted", "image", "text")
-# CatalogSearch's default: the best fusion of `make eval` on the shared fashion catalog with
-# domain-clip (mean MRR of fused text and image search: weighted 0.734, image 0.720, rrf 0.715,
-# raw 0.702, text 0.683). The retrieval_evaluation report says when another catalog disagrees.
+# CatalogSearch's fusion for a model no retrieval evaluation has chosen one for (see
+# store.fusion_choices): the best of `make eval` on the shared fashion catalog with domain-clip
+# (mean MRR of fused text and image search: weighted 0.734, image 0.720, rrf 0.715, raw 0.702,
+# text 0.683).
 DEFAULT_STRATEGY = "weighted"
 RRF_K = 60
 MISSING_SCORES = ("min", "zero")

@@ -25,6 +25,7 @@ from fashion_search_pipeline.defs.resources import CatalogStorage
 from fashion_search_pipeline.demo_catalog import demo_items, write_drop
 from fashion_search_pipeline.search import CatalogSearch
 from fashion_search_pipeline.store.fusion import STRATEGIES
+from fashion_search_pipeline.store.fusion_choices import read_fusion_choices
 from fashion_search_pipeline.store.tables import connect, embedding_schema, table_name, upsert_rows
 from fashion_search_pipeline_tests.defs.conftest import TINY_MODEL, make_defs
 
@@ -101,11 +102,26 @@ def test_fused_rankings_are_what_catalog_search_returns(graph):
     per_query = pl.read_parquet(graph["reports"] / "per_query_ranks.parquet").filter(pl.col("task") == "text_search")
     assert per_query.height == 5 * per_query["query"].n_unique()
     sample = per_query["query"].unique(maintain_order=True).gather_every(4)
-    per_query = per_query.filter(pl.col("query").is_in(sample))
+    per_query = per_query.filter(pl.col("query").is_in(sample.to_list()))
     with CatalogSearch(str(graph["root"] / "lancedb"), registry=graph["defs"].resources["models"].specs()) as search:
         for query, strategy, top in per_query.select("query", "strategy", "top").iter_rows():
             hits = search.text(query, model=TINY_MODEL, k=10, fusion=strategy)
             assert hits["item_id"].to_list() == top, (query, strategy)
+
+
+def test_catalog_search_follows_the_fusion_the_evaluation_chose(graph):
+    metadata = latest_metadata(graph["instance"])
+    db_uri = str(graph["root"] / "lancedb")
+    assert read_fusion_choices(connect(db_uri)) == {TINY_MODEL: metadata["best_fusion"]}
+    assert f"| {TINY_MODEL} | {metadata['best_fusion']} |" in metadata["fusion_choices"]
+    registry = graph["defs"].resources["models"].specs()
+    with CatalogSearch(db_uri, registry=registry) as search:
+        assert search.fusion_for(TINY_MODEL) == metadata["best_fusion"]
+        chosen = search.text("Women Red Dress", model=TINY_MODEL, k=5)
+        named = search.text("Women Red Dress", model=TINY_MODEL, k=5, fusion=metadata["best_fusion"])
+        assert chosen.equals(named)
+    with CatalogSearch(db_uri, registry=registry, fusion="text") as search:
+        assert search.fusion_for(TINY_MODEL) == "text"  # a fusion given by the caller wins
 
 
 def shuffled_rows(db, name: str, seed: int) -> pa.Table:

@@ -13,6 +13,7 @@ from PIL import Image
 from fashion_search_pipeline.evaluation.metrics import compute_metrics
 from fashion_search_pipeline.evaluation.report import (
     best_fusion,
+    best_fusion_per_model,
     best_model,
     markdown_image,
     summary_markdown,
@@ -20,7 +21,6 @@ from fashion_search_pipeline.evaluation.report import (
 )
 from fashion_search_pipeline.evaluation.retrieval import RECALL_KS, TaskResult
 from fashion_search_pipeline.evaluation.suite import CATALOG_KIND, Evaluation
-from fashion_search_pipeline.store.fusion import DEFAULT_STRATEGY
 
 
 def result(model, task, strategy, first_ranks, query_kind="text", candidate_kind="product"):
@@ -70,7 +70,13 @@ def test_best_fusion_averages_over_every_fused_task_when_all_pairs_have_them():
     assert recommendation.tasks == ("text_search", "image_search")
     sentence = recommendation.sentence()
     assert "Use model `a` with fusion `raw`: mean MRR 0.625 over text_search, image_search" in sentence
-    assert f"CatalogSearch's default fusion is `{DEFAULT_STRATEGY}`" in sentence
+    assert "CatalogSearch now fuses `a` results with `raw` by default" in sentence
+
+
+def test_each_model_gets_its_own_best_fusion():
+    per_model = best_fusion_per_model(fusion_results())
+    assert {model: best.strategy for model, best in per_model.items()} == {"a": "rrf", "b": "weighted"}
+    assert per_model["b"].mrr == pytest.approx(1.0) and per_model["b"].others == {"rrf": pytest.approx(0.625)}
 
 
 def test_best_model_uses_the_one_direction_tasks():
