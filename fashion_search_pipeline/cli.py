@@ -16,7 +16,8 @@ from fashion_search_pipeline import config
 
 DEMO_QUERIES = ("red dress", "blue trousers", "black shoes", "yellow cap")
 DEMO_VARIANTS = 4  # items per colour x article type in the demo catalog
-DEMO_TRAINING = {"epochs": 80, "batch_size": 64, "max_train_seconds": 150.0, "holdout_fraction": 0.15}
+DEMO_TRAINING = {"epochs": 80, "batch_size": 64, "holdout_fraction": 0.15}
+DEMO_TRAIN_SECONDS = 150.0
 
 
 def _instance():
@@ -116,6 +117,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fashion_search_pipeline.search import CatalogSearch
 
     started = time.perf_counter()
+    if args.train_seconds <= 0:
+        print(f"--train-seconds must be positive, got {args.train_seconds}", file=sys.stderr)
+        return 2
     landing = config.landing_uri()
     if landing.startswith("s3://"):
         print("the demo writes its catalog to a local landing folder; unset FASHION_SEARCH_LANDING", file=sys.stderr)
@@ -127,8 +131,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     runner.drops(drop_ids)
     if not runner.catalog():
         return _report_failures(runner.failures)
-    print(f"training {DOMAIN_MODEL} on the demo catalog (offline, CPU; about {DEMO_TRAINING['max_train_seconds']:.0f}s)")
-    runner.domain_clip(DEMO_TRAINING)
+    print(f"training {DOMAIN_MODEL} on the demo catalog (offline, CPU; at most {args.train_seconds:.0f}s)")
+    runner.domain_clip({**DEMO_TRAINING, "max_train_seconds": args.train_seconds})
     _print_card()
     models = _loadable_models(models_file, print)
     runner.embeddings(models)
@@ -272,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="make a demo catalog, materialize every asset, search it")
     demo.add_argument("-k", type=int, default=5, help="results per query")
     demo.add_argument("--queries", type=int, default=len(DEMO_QUERIES), help="how many demo queries to run")
+    demo.add_argument(
+        "--train-seconds", type=float, default=DEMO_TRAIN_SECONDS, help="time budget for training domain-clip"
+    )
     demo.set_defaults(func=cmd_demo)
 
     mat = commands.add_parser("materialize", help="materialize the graph for the drops in a landing area")
