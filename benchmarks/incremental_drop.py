@@ -19,9 +19,8 @@ from fashion_search_pipeline.catalog.drops import DropLocation
 from fashion_search_pipeline.catalog.images import build_manifest
 from fashion_search_pipeline.catalog.state import DropChanges, apply_drops
 from fashion_search_pipeline.demo_catalog import ARTICLES, COLOURS, DemoItem, write_drop
-from fashion_search_pipeline.domain_training import SMALL_CONFIG
 from fashion_search_pipeline.embedding_sync import sync_embeddings
-from fashion_search_pipeline.models.checkpoints import write_random_checkpoint
+from fashion_search_pipeline.models.checkpoints import SMALL_CONFIG, write_random_checkpoint
 from fashion_search_pipeline.models.loading import LoadedClip, load_clip
 from fashion_search_pipeline.models.registry import ModelSpec
 from fashion_search_pipeline.store.tables import connect

@@ -21,7 +21,7 @@ from fashion_search_pipeline.demo_catalog import ARTICLES, BRANDS, COLOURS
 from fashion_search_pipeline.models.encoders import encode_texts
 from fashion_search_pipeline.models.loading import LoadedClip
 from fashion_search_pipeline.search import CatalogSearch
-from fashion_search_pipeline.store.indexes import ann_search_params, ensure_indexes
+from fashion_search_pipeline.store.indexes import DISTANCE_COLUMN, ann_search_params, ensure_indexes, nearest_query
 from fashion_search_pipeline.store.tables import (
     ATTRIBUTES,
     embedding_schema,
@@ -29,7 +29,6 @@ from fashion_search_pipeline.store.tables import (
 )
 
 K = 10
-DISTANCE = "_distance"
 WRITE_CHUNK = 100_000
 GENDERS = ("Men", "Women", "Unisex")
 ATTRIBUTE_COLUMNS = ("gender", "article_type", "colour")
@@ -132,14 +131,7 @@ def _vector_search(table, queries: np.ndarray, truth: np.ndarray) -> dict:
     params = ann_search_params(table)
     latencies, found = [], 0
     for query, expected in zip(queries, truth):
-        search = (
-            table.search(query, vector_column_name=C.VECTOR)
-            .distance_type("cosine")
-            .select([C.ITEM_ID, DISTANCE])
-            .limit(K)
-        )
-        if params is not None:  # as CatalogSearch runs it without a filter
-            search = search.nprobes(params.nprobes).refine_factor(params.refine_factor)
+        search = nearest_query(table, query, params).select([C.ITEM_ID, DISTANCE_COLUMN]).limit(K)
         started = time.perf_counter()
         hits = search.to_arrow()
         latencies.append(time.perf_counter() - started)
@@ -158,7 +150,7 @@ def _flat_scan_ms(table, queries: np.ndarray) -> float:
     """Median latency of the exact (index-bypassing) scan LanceDB falls back to without an index."""
     latencies = []
     for query in queries:
-        search = table.search(query, vector_column_name=C.VECTOR).distance_type("cosine").select([C.ITEM_ID, DISTANCE])
+        search = nearest_query(table, query, None).select([C.ITEM_ID, DISTANCE_COLUMN])
         started = time.perf_counter()
         search.limit(K).bypass_vector_index().to_arrow()
         latencies.append(time.perf_counter() - started)

@@ -111,8 +111,10 @@ def _write_demo_registry(home: Path) -> tuple[str, str]:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Make a demo catalog, materialize it, train domain-clip on it, embed, and print search results."""
     from fashion_search_pipeline.definitions import build_definitions
+    from fashion_search_pipeline.defs.evaluation_assets import default_report_folder
     from fashion_search_pipeline.defs.materialize import GraphRunner
     from fashion_search_pipeline.demo_catalog import write_demo_landing
+    from fashion_search_pipeline.evaluation.report import SUMMARY_FILE
     from fashion_search_pipeline.models.registry import DOMAIN_MODEL
     from fashion_search_pipeline.search import CatalogSearch
 
@@ -137,7 +139,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     models = _loadable_models(models_file, print)
     runner.embeddings(models)
     runner.run("retrieval_evaluation", ["retrieval_evaluation"])
-    summary = config.reports_dir() / "retrieval_evaluation" / "summary.md"
+    summary = default_report_folder() / SUMMARY_FILE
     if summary.exists():
         recommendation = [line for line in summary.read_text(encoding="utf-8").splitlines() if "Recommendation" in line]
         print("\n" + "\n".join(recommendation[:1]) + f"\n(full report: {summary})")
@@ -190,9 +192,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate retrieval on a catalog (through the asset graph) and on a folder of captioned images."""
     from fashion_search_pipeline.catalog.drops import list_drops
     from fashion_search_pipeline.definitions import build_definitions
-    from fashion_search_pipeline.defs.evaluation_assets import RetrievalEvaluationConfig, materialize_evaluation
+    from fashion_search_pipeline.defs.evaluation_assets import (
+        RetrievalEvaluationConfig,
+        default_report_folder,
+        materialize_evaluation,
+    )
     from fashion_search_pipeline.defs.materialize import GraphRunner
-    from fashion_search_pipeline.evaluation.report import write_reports
+    from fashion_search_pipeline.evaluation.report import SUMMARY_FILE, write_reports
     from fashion_search_pipeline.evaluation.suite import evaluate_captions_folder
     from fashion_search_pipeline.models.loading import load_clip
     from fashion_search_pipeline.models.registry import DOMAIN_MODEL, load_registry
@@ -222,27 +228,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"\n== catalog {catalog}: drops {', '.join(drop_ids)}")
         defs = build_definitions(models_file=models_file)
         instance = _instance()
-        outcome = GraphRunner(defs, instance, console_log_level="WARNING")
-        outcome.drops(drop_ids)
-        outcome.catalog()
+        runner = GraphRunner(defs, instance, console_log_level="WARNING")
+        runner.drops(drop_ids)
+        runner.catalog()
         if args.train_seconds > 0:
             print(f"training {DOMAIN_MODEL} on this catalog (at most {args.train_seconds:.0f}s)")
-            outcome.domain_clip({"max_train_seconds": args.train_seconds})
+            runner.domain_clip({"max_train_seconds": args.train_seconds})
             _print_card()
         models = args.model or _loadable_models(models_file, print)
         print(f"models: {', '.join(models) or '(none loadable)'}")
-        outcome.embeddings(models)
-        _report_failures(outcome.failures)
+        runner.embeddings(models)
+        _report_failures(runner.failures)
         run_config = RetrievalEvaluationConfig(captions_files=args.captions_file or [], max_queries=args.max_queries)
         result = materialize_evaluation(defs, instance, run_config)
-        summary = config.reports_dir() / "retrieval_evaluation" / "summary.md"
+        summary = default_report_folder() / SUMMARY_FILE
         if result.success and summary.exists():
             print(summary.read_text(encoding="utf-8"))
             evaluated += 1
         for check in result.get_asset_check_evaluations():
             verdict = "passed" if check.passed else f"FAILED ({check.severity.value})"
             print(f"check {check.check_name}: {verdict}: {check.description}")
-        status = status or int(not (outcome.ok and result.success))
+        status = int(not (runner.ok and result.success))
         print(f"reports: {summary.parent}")
     else:
         print(f"fashion catalog not found at {catalog} (expected {catalog}/drops/<drop_id>/): skipped")

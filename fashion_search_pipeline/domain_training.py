@@ -24,7 +24,7 @@ import polars as pl
 
 from fashion_search_pipeline import columns as C
 from fashion_search_pipeline.evaluation.zero_shot import ZeroShotReport, classify, score_zero_shot
-from fashion_search_pipeline.models.checkpoints import write_random_checkpoint
+from fashion_search_pipeline.models.checkpoints import SMALL_CONFIG, write_random_checkpoint
 from fashion_search_pipeline.models.encoders import encode_images, encode_texts
 from fashion_search_pipeline.models.loading import LoadedClip, load_clip, open_clip_name
 from fashion_search_pipeline.models.published import PublishedModel, publish_model
@@ -33,12 +33,12 @@ from fashion_search_pipeline.models.training import (
     LABEL_ATTRIBUTES,
     TrainingConfig,
     holdout_split,
+    paired_mrr,
     random_mrr,
     train_clip,
     training_captions,
 )
 
-SMALL_CONFIG = Path(__file__).resolve().parent / "models" / "configs" / "fsp-small.json"
 ZERO_SHOT_ATTRIBUTES = ("article_type", "colour")
 
 
@@ -72,31 +72,27 @@ def _base_model(base: ModelSpec | None, seed: int, scratch: Path) -> tuple[Loade
     return dataclasses.replace(loaded, model=copy.deepcopy(loaded.model)), config, label
 
 
-def _heldout_text_to_image_mrr(clip: LoadedClip, images: list[bytes], texts: list[str]) -> float:
-    scores = encode_texts(clip, texts) @ encode_images(clip, images).T
-    own = np.diag(scores)
-    ranks = 1 + (scores > own[:, None]).sum(axis=1) + np.tril(scores == own[:, None], k=-1).sum(axis=1)
-    return float(np.mean(1.0 / ranks))
-
-
-def _zero_shot(clip: LoadedClip, images: list[bytes], items: pl.DataFrame, attribute: str) -> ZeroShotReport:
+def _zero_shot(clip: LoadedClip, image_vectors: np.ndarray, items: pl.DataFrame, attribute: str) -> ZeroShotReport:
     labels = sorted(v for v in items[attribute].drop_nulls().unique().to_list() if v.strip())
-    predicted = classify(encode_images(clip, images), encode_texts(clip, labels))
+    predicted = classify(image_vectors, encode_texts(clip, labels))
     return score_zero_shot(attribute, items[attribute].to_list(), [labels[i] for i in predicted], labels)
 
 
+def _rounded(value: float | None) -> float | None:
+    return round(value, 4) if value is not None else None
+
+
 def _judge(clip: LoadedClip, held: pl.DataFrame, images: list[bytes], catalog: pl.DataFrame) -> dict:
-    texts = held[C.DESCRIPTION].to_list()
-    figures: dict = {"text_to_image_mrr": round(_heldout_text_to_image_mrr(clip, images, texts), 4)}
+    image_vectors = encode_images(clip, images)  # once, for the MRR and every zero-shot attribute
+    mrr = paired_mrr(encode_texts(clip, held[C.DESCRIPTION].to_list()) @ image_vectors.T)
+    figures: dict = {"text_to_image_mrr": round(mrr, 4)}
     for attribute in ZERO_SHOT_ATTRIBUTES:
         if attribute in held.columns and held[attribute].drop_nulls().len() and catalog[attribute].n_unique() > 1:
-            report = _zero_shot(clip, images, held, attribute)
+            report = _zero_shot(clip, image_vectors, held, attribute)
             figures[f"zero_shot_{attribute}"] = {
-                "accuracy": round(report.accuracy, 4) if report.accuracy is not None else None,
-                "macro_f1": round(report.macro_f1, 4) if report.macro_f1 is not None else None,
-                "majority_accuracy": round(report.majority_accuracy, 4)
-                if report.majority_accuracy is not None
-                else None,
+                "accuracy": _rounded(report.accuracy),
+                "macro_f1": _rounded(report.macro_f1),
+                "majority_accuracy": _rounded(report.majority_accuracy),
                 "labels": len(report.labels),
             }
     return figures

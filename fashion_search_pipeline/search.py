@@ -36,8 +36,14 @@ from fashion_search_pipeline.models.loading import LoadedClip, load_clip
 from fashion_search_pipeline.models.registry import ModelSpec, load_registry
 from fashion_search_pipeline.store.fusion import DEFAULT_STRATEGY, STRATEGIES, fuse
 from fashion_search_pipeline.store.fusion_choices import read_fusion_choices
-from fashion_search_pipeline.store.indexes import AnnSearchParams, ann_search_params
-from fashion_search_pipeline.store.tables import connect, is_attribute_column, open_existing_table, table_name
+from fashion_search_pipeline.store.indexes import DISTANCE_COLUMN, AnnSearchParams, ann_search_params, nearest_query
+from fashion_search_pipeline.store.tables import (
+    ModelTablesMissingError,
+    connect,
+    is_attribute_column,
+    open_existing_table,
+    table_name,
+)
 
 ImageQuery = str | os.PathLike | bytes | Image.Image
 
@@ -45,11 +51,6 @@ ImageQuery = str | os.PathLike | bytes | Image.Image
 CANDIDATES_PER_RESULT = 3
 # How often warm table handles look for commits made by other writers.
 READ_CONSISTENCY = timedelta(seconds=5)
-_DISTANCE = "_distance"
-
-
-class ModelTablesMissingError(LookupError):
-    """The database holds no embedding tables for the requested model."""
 
 
 class CatalogSearch:
@@ -130,7 +131,7 @@ class CatalogSearch:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         spec = self._spec(model)
-        strategy = self.fusion_for(spec.name) if fusion is None else _checked_strategy(fusion)
+        strategy = _checked_strategy(fusion) if fusion is not None else self.fusion or self._evaluated_fusion(spec.name)
         modalities = (strategy,) if strategy in MODALITIES else MODALITIES
         tables = self._open_tables(spec.name, modalities)
         vector = encode(load_clip(spec))[0]
@@ -147,12 +148,12 @@ class CatalogSearch:
 
     def _evaluated_fusion(self, model: str) -> str:
         """The model's strategy recorded by the latest evaluation (re-read at most every
-        READ_CONSISTENCY), else the default."""
-        with self._lock:
-            now = time.monotonic()
-            if self._fusion_choices is None or now - self._fusion_choices[0] >= READ_CONSISTENCY.total_seconds():
-                self._fusion_choices = (now, read_fusion_choices(self._db))
-            return self._fusion_choices[1].get(model, DEFAULT_STRATEGY)
+        READ_CONSISTENCY, outside the lock), else the default."""
+        cached = self._fusion_choices
+        if cached is None or time.monotonic() - cached[0] >= READ_CONSISTENCY.total_seconds():
+            cached = (time.monotonic(), read_fusion_choices(self._db))
+            self._fusion_choices = cached  # one tuple, replaced whole: readers never see half of it
+        return cached[1].get(model, DEFAULT_STRATEGY)
 
     def _spec(self, model: str | None) -> ModelSpec:
         name = model or self.default_model or self._first_model_with_tables()
@@ -201,22 +202,8 @@ class CatalogSearch:
         names = table.schema.names
         columns = [c for c in (ITEM_ID, IMAGE_URI, DESCRIPTION) if c in names]
         columns += [c for c in names if is_attribute_column(c)]
-        search = (
-            table.search(vector, vector_column_name=VECTOR)
-            .distance_type("cosine")
-            .select([*columns, _DISTANCE])
-            .limit(limit)
-        )
         params = self._ann_params(name, table)
-        if params is not None:
-            # A filter may leave too few hits in the first partitions: then probe on (0: no limit).
-            # Without one, the first partitions hold enough, and probing on only costs time
-            # (twice the latency at a million rows for queries far from the partition centres).
-            search = (
-                search.minimum_nprobes(params.nprobes)
-                .maximum_nprobes(0 if where else params.nprobes)
-                .refine_factor(params.refine_factor)
-            )
+        search = nearest_query(table, vector, params, filtered=bool(where)).select([*columns, DISTANCE_COLUMN]).limit(limit)
         if where:
             search = search.where(where, prefilter=True)
         try:
@@ -226,7 +213,7 @@ class CatalogSearch:
                 raise
             raise ValueError(f"filter {where!r} cannot be applied to table {name!r} (columns {columns}): {error}") from error
         frame = pl.from_arrow(hits)
-        return frame.with_columns((1.0 - pl.col(_DISTANCE)).alias(SCORE)).drop(_DISTANCE)
+        return frame.with_columns((1.0 - pl.col(DISTANCE_COLUMN)).alias(SCORE)).drop(DISTANCE_COLUMN)
 
     def _ann_params(self, name: str, table: Table) -> AnnSearchParams | None:
         """ANN settings for the table's current version (None: exact search)."""

@@ -30,11 +30,11 @@ from fashion_search_pipeline.defs.resources import CatalogStorage, ModelRegistry
 from fashion_search_pipeline.evaluation.ann_recall import ann_recall_at_k
 from fashion_search_pipeline.evaluation.attributes import DEFAULT_ATTRIBUTES
 from fashion_search_pipeline.evaluation.regression import metric_drops
-from fashion_search_pipeline.evaluation.report import best_fusion_per_model, markdown_image, metric_rows, write_reports
+from fashion_search_pipeline.evaluation.report import fusion_choices, markdown_image, metric_rows, write_reports
 from fashion_search_pipeline.evaluation.retrieval import DEFAULT_LABEL_COLUMNS
 from fashion_search_pipeline.evaluation.suite import evaluate_catalog
 from fashion_search_pipeline.models.loading import LoadedClip, ModelLoadError
-from fashion_search_pipeline.store.fusion_choices import FusionChoice, record_fusion_choices
+from fashion_search_pipeline.store.fusion_choices import record_fusion_choices
 from fashion_search_pipeline.store.tables import open_existing_table, table_name
 
 ASSET = "retrieval_evaluation"
@@ -49,6 +49,11 @@ EVALUATION_AUTOMATION = (
     .without(~AutomationCondition.any_deps_missing())
     .ignore(AssetSelection.assets("catalog_items"))
 )
+
+
+def default_report_folder() -> Path:
+    """Where retrieval_evaluation writes its reports unless configured otherwise."""
+    return settings.reports_dir() / REPORT_FOLDER
 
 
 class RetrievalEvaluationConfig(Config):
@@ -109,12 +114,9 @@ def retrieval_evaluation(
         max_queries=config.max_queries,
         log=context.log.info,
     )
-    folder = Path(config.reports_dir) if config.reports_dir else settings.reports_dir() / REPORT_FOLDER
+    folder = Path(config.reports_dir) if config.reports_dir else default_report_folder()
     files = write_reports(evaluation, folder, storage.read_bytes)
-    choices = {
-        model: FusionChoice(best.strategy, best.mrr, best.tasks)
-        for model, best in best_fusion_per_model(evaluation.results).items()
-    }
+    choices = fusion_choices(evaluation.results)
     if choices:
         record_fusion_choices(storage.connect_db(), choices)
     rows = metric_rows(evaluation.results)

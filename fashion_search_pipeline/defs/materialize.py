@@ -35,7 +35,6 @@ class GraphRunner:
     instance: DagsterInstance
     log: Callable[[str], None] = print
     console_log_level: str = "DEBUG"
-    run_ids: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -58,7 +57,6 @@ class GraphRunner:
             raise_on_error=False,
             run_config=run_config,
         )
-        self.run_ids.append(result.run_id)
         if not result.success:
             self.failures.append(f"{what} (run {result.run_id})")
         return result

@@ -43,7 +43,7 @@ def catalog_drop_sensor(context: SensorEvaluationContext, storage: CatalogStorag
     for drop_id, reason in found.invalid.items():
         context.log.error(f"drop folder {drop_id!r} ignored: {reason}")
     known = set(context.instance.get_dynamic_partitions(catalog_drops.name))
-    cleaned = context.instance.get_materialized_partitions(AssetKey("cleaned_captions")) if known else set()
+    cleaned = context.instance.get_materialized_partitions(AssetKey("cleaned_captions")) if known and found.ready else set()
     ready = [drop_id for drop_id in found.ready if drop_id not in cleaned]
     new = [drop_id for drop_id in ready if drop_id not in known]
     if found.cursor.pending:

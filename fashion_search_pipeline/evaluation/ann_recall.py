@@ -15,10 +15,9 @@ import polars as pl
 from lancedb.table import Table
 
 from fashion_search_pipeline.columns import ITEM_ID, VECTOR
-from fashion_search_pipeline.store.indexes import DISTANCE_TYPE, ann_search_params
+from fashion_search_pipeline.store.indexes import DISTANCE_COLUMN, ann_search_params, nearest_query, vector_index
 
 TIE_TOLERANCE = 1e-5
-_DISTANCE = "_distance"
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ def ann_recall_at_k(table: Table, *, k: int = 10, queries: int = 100, seed: int 
     """Search `queries` sampled rows' vectors through LanceDB (with the ANN settings
     CatalogSearch uses) and compare each top `k` with the exact cosine top `k`."""
     rows = pl.from_arrow(table.to_arrow().select([ITEM_ID, VECTOR]))
-    index = next((i for i in table.list_indices() if tuple(i.columns) == (VECTOR,)), None)
+    index = vector_index(table)
     index_type = index.index_type if index is not None else None
     if rows.height == 0:
         return AnnRecall(table.name, None, k, 0, 0, index_type)
@@ -53,9 +52,7 @@ def ann_recall_at_k(table: Table, *, k: int = 10, queries: int = 100, seed: int 
     for query in sample:
         exact = vectors @ vectors[query]
         cutoff = np.sort(exact)[-wanted]
-        search = table.search(vectors[query].astype(np.float32), vector_column_name=VECTOR).distance_type(DISTANCE_TYPE)
-        if params is not None:
-            search = search.minimum_nprobes(params.nprobes).maximum_nprobes(0).refine_factor(params.refine_factor)
-        hits = search.select([ITEM_ID, _DISTANCE]).limit(wanted).to_arrow()[ITEM_ID].to_pylist()
+        search = nearest_query(table, vectors[query].astype(np.float32), params)
+        hits = search.select([ITEM_ID, DISTANCE_COLUMN]).limit(wanted).to_arrow()[ITEM_ID].to_pylist()
         found += sum(1 for item_id in set(hits) if exact[position[item_id]] >= cutoff - TIE_TOLERANCE)
     return AnnRecall(table.name, found / (wanted * len(sample)), k, len(sample), rows.height, index_type)

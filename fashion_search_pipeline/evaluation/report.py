@@ -36,6 +36,7 @@ from fashion_search_pipeline.evaluation.retrieval import (
 )
 from fashion_search_pipeline.evaluation.suite import CAPTIONS_KIND, Evaluation
 from fashion_search_pipeline.store.fusion import STRATEGIES
+from fashion_search_pipeline.store.fusion_choices import FusionChoice
 
 TABLE_KS = (1, 5, 10)
 SUMMARY_FILE = "summary.md"
@@ -147,6 +148,14 @@ def best_fusion_per_model(results: Sequence[TaskResult]) -> dict[str, Recommenda
         others = {strategy: means[(model, strategy)][0] for _, strategy in pairs if strategy != chosen[1]}
         best[model] = Recommendation(model, chosen[1], means[chosen][0], means[chosen][1], others)
     return best
+
+
+def fusion_choices(results: Sequence[TaskResult]) -> dict[str, FusionChoice]:
+    """Each model's best fusion, as CatalogSearch records and follows it (store.fusion_choices)."""
+    return {
+        model: FusionChoice(best.strategy, best.mrr, best.tasks)
+        for model, best in best_fusion_per_model(results).items()
+    }
 
 
 def best_fusion(results: Sequence[TaskResult]) -> Recommendation | None:

@@ -22,9 +22,9 @@ from fashion_search_pipeline.evaluation.retrieval import (
     TaskResult,
     evaluate_caption_pairs,
     evaluate_model,
-    label_keys,
 )
-from fashion_search_pipeline.evaluation.vectors import ModelTablesMissingError, read_model_vectors
+from fashion_search_pipeline.evaluation.vectors import read_model_vectors
+from fashion_search_pipeline.store.tables import ModelTablesMissingError
 from fashion_search_pipeline.evaluation.zero_shot import ZeroShotReport
 from fashion_search_pipeline.models.encoders import encode_images, encode_texts
 from fashion_search_pipeline.models.loading import LoadedClip
@@ -125,7 +125,7 @@ def evaluate_catalog(
         )
         evaluation.results += results
         evaluation.notes += notes
-        present, _ = label_keys(vectors.items, label_columns)
+        present = [column for column in label_columns if column in vectors.items.columns]
         evaluation.label_columns = evaluation.label_columns or present
         evaluation.items[name] = vectors.items.select(ITEM_ID, IMAGE_URI, DESCRIPTION)
         if encode is not None and vectors.item_ids:

@@ -10,13 +10,14 @@ import polars as pl
 import pyarrow as pa
 
 from fashion_search_pipeline.columns import DESCRIPTION, IMAGE_URI, ITEM_ID, MODEL_VERSION, VECTOR
-from fashion_search_pipeline.store.tables import is_attribute_column, open_existing_table, table_name
+from fashion_search_pipeline.store.tables import (
+    ModelTablesMissingError,
+    is_attribute_column,
+    open_existing_table,
+    table_name,
+)
 
 _READ_COLUMNS = (ITEM_ID, IMAGE_URI, DESCRIPTION, MODEL_VERSION, VECTOR)
-
-
-class ModelTablesMissingError(LookupError):
-    """A model lacks one of the embedding tables an evaluation needs."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from fashion_search_pipeline.models.loading import open_clip_name
 from fashion_search_pipeline.models.registry import ModelSpec
 
 TINY_CONFIG = Path(__file__).resolve().parent / "configs" / "fsp-tiny.json"
+# The small architecture domain-clip trains from scratch offline (a ModifiedResNet at 64 px).
+SMALL_CONFIG = Path(__file__).resolve().parent / "configs" / "fsp-small.json"
 
 
 def write_random_checkpoint(architecture: str | Path, path: Path, *, seed: int = 0) -> Path:

@@ -21,10 +21,8 @@ from pathlib import Path
 
 import torch
 
-from fashion_search_pipeline import config
+from fashion_search_pipeline.models.registry import ARCHITECTURE_FILE, CHECKPOINT_FILE, current_dir, models_dir
 
-CHECKPOINT_FILE = "model.pt"
-ARCHITECTURE_FILE = "architecture.json"
 CARD_JSON = "card.json"
 CARD_MARKDOWN = "card.md"
 _VERSION_CHARS = 16
@@ -43,21 +41,6 @@ class PublishedModel:
     def checkpoint(self) -> Path:
         """The registered checkpoint file."""
         return self.current_dir / CHECKPOINT_FILE
-
-    @property
-    def architecture(self) -> Path:
-        """The registered open_clip model config."""
-        return self.current_dir / ARCHITECTURE_FILE
-
-
-def models_dir() -> Path:
-    """Where trained models are published: <home>/models."""
-    return config.data_home() / "models"
-
-
-def current_dir(name: str, root: Path | None = None) -> Path:
-    """The folder holding the registered version of model `name`."""
-    return (root or models_dir()) / name / "current"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -95,10 +95,25 @@ PRETRAINED_MODELS: Mapping[str, ModelSpec] = MappingProxyType(
 DOMAIN_MODEL = "domain-clip"
 
 
+# Layout of a published model (see models.published): <models dir>/<name>/current/{these files}.
+CHECKPOINT_FILE = "model.pt"
+ARCHITECTURE_FILE = "architecture.json"
+
+
+def models_dir() -> Path:
+    """Where trained models are published: <home>/models."""
+    return data_home() / "models"
+
+
+def current_dir(name: str, root: Path | None = None) -> Path:
+    """The folder holding the registered version of model `name`."""
+    return (root or models_dir()) / name / "current"
+
+
 def domain_model_spec() -> ModelSpec:
     """`domain-clip`: the CLIP trained on the shop's catalog, as published under <home>/models/domain-clip/current."""
-    folder = data_home() / "models" / DOMAIN_MODEL / "current"
-    return ModelSpec(DOMAIN_MODEL, str(folder / "architecture.json"), str(folder / "model.pt"))
+    folder = current_dir(DOMAIN_MODEL)
+    return ModelSpec(DOMAIN_MODEL, str(folder / ARCHITECTURE_FILE), str(folder / CHECKPOINT_FILE))
 
 
 def default_models() -> dict[str, ModelSpec]:

@@ -183,7 +183,12 @@ def heldout_mrr(model: torch.nn.Module, preprocess: Callable, tokenizer: Callabl
     if len(pairs) < MIN_PAIRS:
         raise ValueError(f"heldout_mrr needs at least {MIN_PAIRS} held-out pairs, got {len(pairs)}")
     image_features, text_features = _embed_pairs(model, preprocess, tokenizer, pairs, batch_size)
-    scores = text_features @ image_features.T
+    return paired_mrr(text_features @ image_features.T)
+
+
+def paired_mrr(scores: np.ndarray) -> float:
+    """MRR when query i's only relevant candidate is candidate i (scores: queries x candidates;
+    ties: the candidate listed first ranks higher)."""
     own = scores.diagonal()
     ahead = (scores > own[:, None]).sum(axis=1)
     earlier = np.tril(scores == own[:, None], k=-1).sum(axis=1)

@@ -54,6 +54,10 @@ _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 T = TypeVar("T")
 
 
+class ModelTablesMissingError(LookupError):
+    """The database lacks the embedding tables a search or an evaluation needs for a model."""
+
+
 class SchemaMismatchError(ValueError):
     """Rows that cannot be written to a table without losing or inventing data."""
 
