@@ -3,15 +3,20 @@
 Three ways of running the same model are timed in interleaved rounds, each round starting with a
 different one, so a neighbour's load on a shared machine slows them alike:
 
-- ceiling: model.encode_image on random pixel tensors (no decoding, no I/O), at the precision the
-  encoder picks for this device;
+- ceiling: model.encode_image on random pixel tensors (no decoding, no I/O), at the precision
+  `auto` chose for this machine;
 - plain loop: what an open_clip README loop does: PIL full decode, preprocess, stack, fp32 forward;
 - end to end: embedding_sync.sync_embeddings on the catalog's JPEG files into a LanceDB table.
+
+precision_forwards compares the image tower's forward in fp32, with bf16 weights and under bf16
+autocast, each warmed at the batch it is measured at, in interleaved rounds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -24,13 +29,13 @@ from PIL import Image
 from fashion_search_pipeline import columns as C
 from fashion_search_pipeline.embedding_sync import sync_embeddings
 from fashion_search_pipeline.models.loading import LoadedClip
+from fashion_search_pipeline.models.precision import BF16_AUTOCAST, BF16_WEIGHTS, FP32, PrecisionChoice
 from fashion_search_pipeline.store.tables import open_existing_table, table_name
-
-BF16_PROBE_IMAGES = 4
 
 
 def run(
     clip: LoadedClip,
+    fp32_clip: LoadedClip,
     catalog: pl.DataFrame,
     db,
     read_image: Callable[[str], bytes],
@@ -39,7 +44,11 @@ def run(
     batch_size: int,
     log: Callable[[str], None],
 ) -> dict:
-    """Images/s of the three ways, and how closely the end-to-end vectors match the fp32 plain loop."""
+    """Images/s of the three ways, and how closely the end-to-end vectors match the fp32 plain loop.
+
+    clip runs the ceiling and the end-to-end step at the precision `auto` chose; fp32_clip (the same
+    weights in fp32) runs the plain loop.
+    """
     per_round = 2 * batch_size
     needed = rounds * per_round
     if catalog.height < needed:
@@ -56,7 +65,7 @@ def run(
 
     def plain_loop(number: int) -> int:
         uris = catalog[C.IMAGE_URI][number * per_round:number * per_round + batch_size].to_list()
-        plain_vectors.append(plain_open_clip_loop(clip, uris, batch_size))
+        plain_vectors.append(plain_open_clip_loop(fp32_clip, uris, batch_size))
         return len(uris)
 
     def end_to_end(number: int) -> int:
@@ -83,24 +92,47 @@ def run(
         "min_cosine_end_to_end_vs_plain_fp32": _agreement(
             clip, db, catalog, rounds, per_round, batch_size, plain_vectors
         ),
-        "precision": str(clip.autocast_dtype or torch.float32).removeprefix("torch."),
+        "precision": clip.precision.label,
         "device": str(clip.device),
     }
 
 
-def bf16_probe(clip: LoadedClip) -> dict:
-    """bf16 autocast vs fp32 on a few random images: speed ratio and the lowest cosine between them."""
-    pixels = torch.randn(BF16_PROBE_IMAGES, 3, image_size(clip), image_size(clip))
-    results = {}
-    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-        _forward(clip, pixels[:1], dtype=dtype)
-        started = time.perf_counter()
-        results[name] = (_forward(clip, pixels, dtype=dtype), time.perf_counter() - started)
-    cosine = (results["fp32"][0] * results["bf16"][0]).sum(dim=1).min()
+def bf16_weights_copy(chosen: LoadedClip, fp32_clip: LoadedClip) -> LoadedClip:
+    """The model with bf16 weights: the chosen one when `auto` picked them, else a converted copy."""
+    if chosen.precision == BF16_WEIGHTS:
+        return chosen
+    return dataclasses.replace(fp32_clip, model=copy.deepcopy(fp32_clip.model).to(torch.bfloat16),
+                               precision_choice=PrecisionChoice(BF16_WEIGHTS, "bf16 weights (bench copy)"))
+
+
+def precision_forwards(fp32_clip: LoadedClip, bf16_clip: LoadedClip, *, batch_size: int, rounds: int) -> dict:
+    """Images/s of the image tower in fp32, with bf16 weights and under bf16 autocast, and min cosines vs fp32.
+
+    Each is warmed at `batch_size` (the size it is measured at), then the rounds interleave the three,
+    each round starting with a different one; the figure is each one's median round.
+    """
+    assert fp32_clip.precision == FP32 and bf16_clip.precision == BF16_WEIGHTS
+    ways = {
+        "fp32": fp32_clip,
+        "bf16_weights": bf16_clip,
+        "bf16_autocast": dataclasses.replace(fp32_clip, precision_choice=PrecisionChoice(BF16_AUTOCAST, "bench")),
+    }
+    side = image_size(fp32_clip)
+    pixels = torch.randn(batch_size, 3, side, side, generator=torch.Generator().manual_seed(0))
+    outputs = {name: _forward(clip, pixels) for name, clip in ways.items()}  # warm-up at the measured batch
+    seconds = {name: [] for name in ways}
+    names = list(ways)
+    for number in range(rounds):
+        for name in names[number % 3:] + names[:number % 3]:
+            started = time.perf_counter()
+            _forward(ways[name], pixels)
+            seconds[name].append(time.perf_counter() - started)
     return {
-        "fp32_images_per_second": BF16_PROBE_IMAGES / results["fp32"][1],
-        "bf16_images_per_second": BF16_PROBE_IMAGES / results["bf16"][1],
-        "min_cosine_bf16_vs_fp32": float(cosine),
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "images_per_second": {name: batch_size / float(np.median(times)) for name, times in seconds.items()},
+        "min_cosine_vs_fp32": {name: float((outputs[name] * outputs["fp32"]).sum(dim=1).min())
+                               for name in names[1:]},
     }
 
 
@@ -115,14 +147,14 @@ def plain_open_clip_loop(clip: LoadedClip, paths: list[str], batch_size: int) ->
     return np.concatenate(batches)
 
 
-def _forward(clip: LoadedClip, pixels: torch.Tensor, *, dtype: torch.dtype | None | str = "model") -> torch.Tensor:
-    """Normalised encode_image of `pixels` under inference_mode, autocast to `dtype` ("model": the clip's)."""
-    dtype = clip.autocast_dtype if dtype == "model" else dtype
+def _forward(clip: LoadedClip, pixels: torch.Tensor) -> torch.Tensor:
+    """Normalised encode_image of `pixels` under inference_mode, at the clip's precision."""
+    dtype = clip.precision.autocast_dtype
     autocast = (
         torch.autocast(device_type=clip.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     )
     with torch.inference_mode(), autocast:
-        features = clip.model.encode_image(pixels.to(clip.device))
+        features = clip.model.encode_image(pixels.to(clip.device, dtype=clip.precision.weights_dtype))
     if clip.device.type == "cuda":
         torch.cuda.synchronize()
     return F.normalize(features.float(), dim=-1).cpu()

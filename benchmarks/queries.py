@@ -22,11 +22,7 @@ from fashion_search_pipeline.models.encoders import encode_texts
 from fashion_search_pipeline.models.loading import LoadedClip
 from fashion_search_pipeline.search import CatalogSearch
 from fashion_search_pipeline.store.indexes import DISTANCE_COLUMN, ann_search_params, ensure_indexes, nearest_query
-from fashion_search_pipeline.store.tables import (
-    ATTRIBUTES,
-    embedding_schema,
-    table_name,
-)
+from fashion_search_pipeline.store.tables import embedding_schema, table_name
 
 K = 10
 WRITE_CHUNK = 100_000
@@ -119,7 +115,7 @@ def _record_batch(schema: pa.Schema, vectors: np.ndarray, start: int, clip: Load
         C.CONTENT_HASH: item_ids,
         C.MODEL: [clip.spec.name] * n,
         C.MODEL_VERSION: [clip.version] * n,
-        ATTRIBUTES: [json.dumps(dict(zip(ATTRIBUTE_COLUMNS, values))) for values in zip(*attributes.values())],
+        C.ATTRIBUTES: [json.dumps(dict(zip(ATTRIBUTE_COLUMNS, values))) for values in zip(*attributes.values())],
         **attributes,
         C.VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
     }

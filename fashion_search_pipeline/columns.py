@@ -55,8 +55,15 @@ EMBEDDING_COLUMNS = (
     MODEL_VERSION,
     VECTOR,
 )
+# Columns LanceDB adds to search results (vector, full-text, hybrid) and row addressing: a table
+# column of the same name makes every search on it fail with a duplicate column.
+LANCEDB_RESULT_COLUMNS = ("_distance", "_score", "_relevance_score", "_rowid", "_rowaddr")
 RESERVED_COLUMNS = frozenset(
-    CATALOG_COLUMNS + CLEANING_COLUMNS + EMBEDDING_COLUMNS + (ATTRIBUTES, PARSE_ERROR, SCORE, MATCHED, RANK)
+    CATALOG_COLUMNS
+    + CLEANING_COLUMNS
+    + EMBEDDING_COLUMNS
+    + LANCEDB_RESULT_COLUMNS
+    + (ATTRIBUTES, PARSE_ERROR, SCORE, MATCHED, RANK)
 )
 
 MODALITIES = ("image", "text")

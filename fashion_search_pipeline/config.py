@@ -1,4 +1,4 @@
-"""Where things live, read from the environment with local defaults under one data folder.
+"""The pipeline's settings: one frozen value, read once at the edge (CLI, code location, service start).
 
     FASHION_SEARCH_HOME     data folder (default ./data)
     FASHION_SEARCH_LANDING  where catalog drops land: a folder or s3://bucket/prefix (default $HOME/landing)
@@ -6,15 +6,20 @@
     FASHION_SEARCH_MODELS   a YAML/TOML model registry file (default $HOME/models.yaml if present,
                             else the built-in models)
     FASHION_SEARCH_ASSETS   where Dagster keeps asset values as parquet (default $HOME/assets)
-    FASHION_SEARCH_S3_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    AWS_SESSION_TOKEN       S3 access, for any S3-compatible store
+    FASHION_SEARCH_TIMEZONE the nightly schedule's timezone (default UTC)
+    FASHION_SEARCH_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL), AWS_REGION (or AWS_DEFAULT_REGION),
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
+                            S3 access, for any S3-compatible store
     DAGSTER_HOME            the Dagster instance (default $HOME/dagster)
+
+Only `Settings.from_env` reads these variables; everything else takes a Settings (or its S3Settings).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 HOME_ENV = "FASHION_SEARCH_HOME"
@@ -23,39 +28,26 @@ DB_ENV = "FASHION_SEARCH_DB"
 MODELS_ENV = "FASHION_SEARCH_MODELS"
 S3_ENDPOINT_ENV = "FASHION_SEARCH_S3_ENDPOINT_URL"
 ASSETS_ENV = "FASHION_SEARCH_ASSETS"
+TIMEZONE_ENV = "FASHION_SEARCH_TIMEZONE"
+
+# Each S3 setting and the variables it is read from, first set wins.
+S3_VARIABLES = {
+    "endpoint_url": (S3_ENDPOINT_ENV, "AWS_ENDPOINT_URL"),
+    "region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "access_key_id": ("AWS_ACCESS_KEY_ID",),
+    "secret_access_key": ("AWS_SECRET_ACCESS_KEY",),
+    "session_token": ("AWS_SESSION_TOKEN",),
+}
 
 
 def data_home() -> Path:
-    """The local data folder that holds every default location."""
+    """$FASHION_SEARCH_HOME (default ./data): only the fallback root of published models
+    (models.registry.models_dir) still reads it; everything else takes Settings.home."""
     return Path(os.environ.get(HOME_ENV) or "data").expanduser().resolve()
 
 
-def landing_uri() -> str:
-    """Where catalog drops land."""
-    return os.environ.get(LANDING_ENV) or str(data_home() / "landing")
-
-
-def db_uri() -> str:
-    """The LanceDB database that holds the embedding tables."""
-    return os.environ.get(DB_ENV) or str(data_home() / "lancedb")
-
-
-def models_file() -> str | None:
-    """The model registry file: $FASHION_SEARCH_MODELS, else $HOME/models.yaml if it exists, else None."""
-    if os.environ.get(MODELS_ENV):
-        return os.environ[MODELS_ENV]
-    default = data_home() / "models.yaml"
-    return str(default) if default.exists() else None
-
-
-def dagster_home() -> Path:
-    """The Dagster instance folder: $DAGSTER_HOME, else $HOME/dagster."""
-    return Path(os.environ.get("DAGSTER_HOME") or data_home() / "dagster").expanduser().resolve()
-
-
-def reports_dir() -> Path:
-    """Local folder for evaluation reports, model checkpoints and other artifacts."""
-    return data_home() / "reports"
+def _first_set(env: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    return next((env[name] for name in names if env.get(name)), None)
 
 
 @dataclass(frozen=True)
@@ -69,16 +61,18 @@ class S3Settings:
     session_token: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_env(cls) -> "S3Settings":
-        """Read the standard AWS variables plus FASHION_SEARCH_S3_ENDPOINT_URL."""
-        env = os.environ
-        return cls(
-            endpoint_url=env.get(S3_ENDPOINT_ENV) or env.get("AWS_ENDPOINT_URL") or None,
-            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
-            access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-            session_token=env.get("AWS_SESSION_TOKEN") or None,
-        )
+    def from_env(cls, env: Mapping[str, str]) -> S3Settings:
+        """Read the standard AWS variables plus FASHION_SEARCH_S3_ENDPOINT_URL (see S3_VARIABLES)."""
+        return cls(**{name: _first_set(env, names) for name, names in S3_VARIABLES.items()})
+
+    def source_variables(self, env: Mapping[str, str]) -> dict[str, str | None]:
+        """For each setting, the variable of `env` it was read from (None when set otherwise or unset)."""
+        sources = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            names = S3_VARIABLES[item.name]
+            sources[item.name] = next((n for n in names if value is not None and env.get(n) == value), None)
+        return sources
 
     def s3fs_options(self) -> dict:
         """Keyword arguments for s3fs.S3FileSystem / fsspec storage_options."""
@@ -116,21 +110,65 @@ class S3Settings:
         return options
 
 
-def storage_options_for(uri: str, s3: S3Settings | None = None) -> dict:
-    """fsspec storage options for `uri`: S3 settings for s3:// URIs, none for local paths."""
-    if uri.startswith("s3://"):
-        return (s3 or S3Settings.from_env()).s3fs_options()
-    return {}
+@dataclass(frozen=True)
+class Settings:
+    """Every location and credential the pipeline, the CLI and the service use, read once at the edge."""
+
+    home: Path
+    landing: str
+    db: str
+    assets: str
+    models_file: str | None
+    dagster_home: Path
+    timezone: str = "UTC"
+    s3: S3Settings = field(default_factory=S3Settings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
+        """Settings from `env` (default os.environ); keyword overrides (e.g. db=...) win when not None.
+
+        A `home` override moves every location not set explicitly (in `env` or `overrides`) under it.
+        """
+        env = os.environ if env is None else env
+        home = Path(overrides.pop("home", None) or env.get(HOME_ENV) or "data").expanduser().resolve()
+        default_models = home / "models.yaml"
+        values = {
+            "home": home,
+            "landing": env.get(LANDING_ENV) or str(home / "landing"),
+            "db": env.get(DB_ENV) or str(home / "lancedb"),
+            "assets": env.get(ASSETS_ENV) or str(home / "assets"),
+            "models_file": env.get(MODELS_ENV) or (str(default_models) if default_models.exists() else None),
+            "dagster_home": Path(env.get("DAGSTER_HOME") or home / "dagster").expanduser().resolve(),
+            "timezone": env.get(TIMEZONE_ENV) or "UTC",
+            "s3": S3Settings.from_env(env),
+        }
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    @property
+    def reports_dir(self) -> Path:
+        """Local folder for evaluation reports."""
+        return self.home / "reports"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where trained models (domain-clip) are published: <home>/models."""
+        return self.home / "models"
+
+    def storage_options(self, uri: str) -> dict:
+        """fsspec/s3fs options for `uri` (none for local paths)."""
+        return storage_options_for(uri, self.s3)
+
+    def lancedb_options(self, uri: str) -> dict[str, str]:
+        """LanceDB storage options for `uri` (none for local paths)."""
+        return lancedb_options_for(uri, self.s3)
 
 
-def lancedb_options_for(uri: str, s3: S3Settings | None = None) -> dict[str, str]:
-    """LanceDB storage options for `uri`."""
-    if uri.startswith("s3://"):
-        return (s3 or S3Settings.from_env()).lancedb_options()
-    return {}
+def storage_options_for(uri: str, s3: S3Settings) -> dict:
+    """fsspec storage options for `uri`: `s3`'s options for s3:// URIs, none for local paths."""
+    return s3.s3fs_options() if uri.startswith("s3://") else {}
 
 
-
-def assets_uri() -> str:
-    """Where the Dagster IO manager keeps asset values (parquet files): a folder or s3:// URI."""
-    return os.environ.get(ASSETS_ENV) or str(data_home() / "assets")
+def lancedb_options_for(uri: str, s3: S3Settings) -> dict[str, str]:
+    """LanceDB storage options for `uri`: `s3`'s options for s3:// URIs, none for local paths."""
+    return s3.lancedb_options() if uri.startswith("s3://") else {}

@@ -12,9 +12,10 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -56,6 +57,7 @@ class EmbeddingSyncReport:
     removed: int
     rows_after: int
     seconds: float
+    removal_withheld: str | None = None  # why rows of items gone from the catalog were kept
 
     @property
     def items_per_second(self) -> float:
@@ -198,6 +200,42 @@ class _BatchWriter:
         self._on_commit(self.written)
 
 
+class EncodeEngine(Protocol):
+    """Somewhere else to run the encode stage (e.g. scale.ray_engine.RayEngine); reads images itself."""
+
+    def encode(
+        self, items: pl.DataFrame, clip: LoadedClip, modality: str, batch_size: int
+    ) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:
+        """Yield (rows, vectors) covering every row of `items` once, in any order."""
+        ...
+
+
+@dataclass(frozen=True)
+class RemovalGuard:
+    """Removing more than `max_share` of a table in one sync needs the catalog's deletion records
+    (`deleted_ids`, asked for only then) or `force`: a lost input file must not empty a table."""
+
+    max_share: float = 0.10
+    force: bool = False
+    deleted_ids: Callable[[], Collection[str]] = lambda: ()
+
+
+def guarded_removals(to_remove: list[str], table_rows: int, guard: RemovalGuard) -> tuple[list[str], str | None]:
+    """The ids to remove now, and why the others are kept (None when none are)."""
+    limit = guard.max_share * table_rows
+    if guard.force or len(to_remove) <= limit:
+        return to_remove, None
+    deleted = set(guard.deleted_ids())
+    unrecorded = [item for item in to_remove if item not in deleted]
+    if len(unrecorded) <= limit:
+        return to_remove, None
+    return [item for item in to_remove if item in deleted], (
+        f"kept {len(unrecorded)} of {table_rows} rows whose items left the catalog with no deletion record: "
+        f"more than {guard.max_share:.0%} of the table in one run, so the catalog input likely shrank "
+        f"(a lost or repointed asset file); e.g. {unrecorded[:3]}. Re-run with force_removals to remove them"
+    )
+
+
 def sync_embeddings(
     catalog: pl.DataFrame,
     db,
@@ -207,10 +245,21 @@ def sync_embeddings(
     read_image: Callable[[str], bytes],
     batch_size: int | None = None,
     log: Callable[[str], None] = lambda message: None,
+    engine: EncodeEngine | None = None,
+    removal_guard: RemovalGuard = RemovalGuard(),
 ) -> EmbeddingSyncReport:
-    """Embed what the table lacks, upsert it batch by batch, and remove items gone from the catalog."""
+    """Embed what the table lacks, upsert it batch by batch, and remove items gone from the catalog.
+
+    `engine` runs the encode stage elsewhere (Ray); None encodes in this process.
+    """
     name = tables.table_name(clip.spec.name, modality)
-    plan = plan_embedding_sync(catalog, tables.embedded_keys(db, name), clip.version)
+    keys = tables.embedded_keys(db, name)
+    duplicated = tables.duplicated_item_ids(keys)
+    if duplicated:  # left by writers before per-table locks: keep each id's last row
+        log(f"{name}: {tables.repair_duplicates(db, name, duplicated)} duplicate rows of {len(duplicated)} ids removed")
+        keys = tables.embedded_keys(db, name)
+    plan = plan_embedding_sync(catalog, keys, clip.version)
+    to_remove, withheld = guarded_removals(plan.to_remove, keys.height, removal_guard)
     size = batch_size or clip.batch_size
     log(f"{name}: {plan.to_embed.height} to embed, {plan.up_to_date} up to date, {len(plan.to_remove)} to remove")
     started = time.perf_counter()
@@ -222,7 +271,12 @@ def sync_embeddings(
     writer = _BatchWriter(db, name, clip, committed)
     completed = False
     try:
-        with contextlib.closing(_encoded_batches(plan.to_embed, clip, modality, read_image, size)) as batches:
+        encoded = (
+            engine.encode(plan.to_embed, clip, modality, size)
+            if engine is not None
+            else _encoded_batches(plan.to_embed, clip, modality, read_image, size)
+        )
+        with contextlib.closing(encoded) as batches:
             for batch, vectors in batches:
                 writer.add(batch, vectors)
         completed = True
@@ -230,7 +284,9 @@ def sync_embeddings(
         writer.close(flush=completed)
     embedded = writer.written
     seconds = time.perf_counter() - started
-    removed = tables.delete_items(db, name, plan.to_remove) if plan.to_remove else 0
+    if withheld:
+        log(f"{name}: {withheld}")
+    removed = tables.delete_items(db, name, to_remove) if to_remove else 0
     table = tables.open_existing_table(db, name)
     rows_after = table.count_rows() if table is not None else 0
     return EmbeddingSyncReport(
@@ -241,4 +297,5 @@ def sync_embeddings(
         removed=removed,
         rows_after=rows_after,
         seconds=seconds,
+        removal_withheld=withheld,
     )

@@ -36,7 +36,7 @@ def use_data_folder(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
 
 def materialize_data_folder(home: Path, drop_ids: list[str], model: str, *, evaluate: bool = False) -> None:
     """Materialize the drops under <home>/landing, the catalog and `model`'s tables (and retrieval_evaluation)."""
-    defs = build_definitions(models_file=str(home / "models.yaml"))
+    defs = build_definitions(config.Settings.from_env({}, home=home))
     with instance_for_test() as instance:
         runner = materialize_graph(defs, instance, drop_ids, [model], log=lambda _: None, console_log_level="ERROR")
         if evaluate:

@@ -1,13 +1,27 @@
-"""The parts of `make bench` whose correctness its figures rest on: ground truth and vector shape."""
+"""The parts of `make bench` whose correctness its figures rest on: ground truth, vector shape, and the
+precision, profile and incremental measurements run small on a real tiny model."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
+import torch
+from PIL import Image
 
+from benchmarks import definitions_import, hardware, image_embedding, image_profile, incremental_drop
 from benchmarks.report import Row, render, write_json
 from benchmarks.vectors import ClusteredEmbeddings, ExactTopK
+from fashion_search_pipeline.models.checkpoints import TINY_CONFIG
+from fashion_search_pipeline.models.loading import load_clip
+from fashion_search_pipeline.models.precision import FP32, MIN_COSINE
+from fashion_search_pipeline.models.registry import ModelSpec
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tiny_checkpoint):
+    return load_clip(ModelSpec("bench-tiny", str(TINY_CONFIG), str(tiny_checkpoint), device="cpu", precision="fp32"))
 
 
 def test_generated_vectors_are_unit_length_reproducible_and_clip_like():
@@ -43,3 +57,53 @@ def test_the_table_and_its_json(tmp_path):
     saved = json.loads(path.read_text())
     assert saved == json.loads((tmp_path / "latest.json").read_text())
     assert (saved["profile"], saved["table"][1]["ratio"]) == ("quick", 2.0)
+
+
+def test_precision_forwards_compare_bf16_weights_and_autocast_with_fp32(tiny_clip):
+    bf16 = image_embedding.bf16_weights_copy(tiny_clip, tiny_clip)
+    assert next(tiny_clip.model.parameters()).dtype == torch.float32  # a copy, the loaded model untouched
+    measured = image_embedding.precision_forwards(tiny_clip, bf16, batch_size=2, rounds=2)
+    assert set(measured["images_per_second"]) == {"fp32", "bf16_weights", "bf16_autocast"}
+    assert all(rate > 0 for rate in measured["images_per_second"].values())
+    assert min(measured["min_cosine_vs_fp32"].values()) >= MIN_COSINE
+
+
+def test_image_profile_splits_an_images_time_into_stages(tiny_clip, tmp_path):
+    uris = []
+    for number, size in enumerate([(192, 256), (300, 200), (64, 64)]):
+        path = tmp_path / f"{number}.jpg"
+        Image.new("RGB", size, (40 * number, 90, 200)).save(path, "JPEG")
+        uris.append(str(path))
+    profile = image_profile.run(tiny_clip, uris, lambda uri: open(uri, "rb").read())
+    stages = profile["ms_per_image_one_thread"]
+    assert set(stages) == {"decode", "resize_and_crop_uint8", "normalise_per_batch",
+                           "open_clip_preprocess_per_image", "forward"}
+    assert all(ms > 0 for ms in stages.values()) and profile["image_size"] == [192, 256]
+    assert profile["precision"] == FP32.label
+
+
+def test_matmul_peak_names_the_size_that_reached_it():
+    measured = hardware.matmul_gflops(torch.float32, sizes=(64, 128), min_seconds=0.01)
+    assert measured["size"] in (64, 128) and measured["gflops"] > 0
+
+
+def test_incremental_drop_takes_medians_of_interleaved_rounds(tmp_path):
+    messages = []
+    result = incremental_drop.run(tmp_path, 20, messages.append, rounds=2)
+    assert result["rounds"] == 2 and len(messages) == 2
+    assert result["vectors_embedded_incremental"] == 2 * 2  # the new drop's 2 items, image and text
+    assert result["vectors_embedded_rebuild"] == 2 * 22
+    low, high = result["ratio_range_over_rounds"]
+    assert 0 < low <= high
+    assert not (tmp_path / "incremental-db-0").exists() and not (tmp_path / "rebuild-db-1").exists()
+
+
+@pytest.mark.slow  # two fresh interpreters importing the definitions
+def test_definitions_import_times_fresh_processes_and_counts_their_torch_modules():
+    results = {"definitions_import": definitions_import.run(1, log=lambda message: None)}
+    timing = results["definitions_import"]
+    assert timing["torch_modules"] == 0 and timing["torch_modules_with_heavy"] > 100
+    assert 0 < timing["seconds"] < timing["seconds_with_heavy"]
+    (row,) = definitions_import.rows(results)
+    assert row.ratio == pytest.approx(timing["seconds_with_heavy"] / timing["seconds"])
+    assert row.met == (row.ratio >= definitions_import.TARGET_SPEEDUP)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
-from PIL import Image
 
 from fashion_search_pipeline import columns as C
 from fashion_search_pipeline import embedding_sync
@@ -22,8 +19,7 @@ from fashion_search_pipeline.models.encoders import encode_images, encode_texts
 from fashion_search_pipeline.models.loading import load_clip
 from fashion_search_pipeline.models.registry import ModelSpec
 from fashion_search_pipeline.store.tables import connect, open_existing_table
-
-COLOURS = ("Red", "Navy", "Olive", "Black", "Pink")
+from fashion_search_pipeline_tests.image_catalogs import catalog_of, read_bytes, write_random_jpegs
 
 
 @pytest.fixture(scope="module")
@@ -35,28 +31,10 @@ def clip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[Path]:
     folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    paths = []
-    for index in range(40):
-        path = folder / f"{index:03d}.jpg"
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path, "JPEG")
-        paths.append(path)
+    paths = write_random_jpegs(folder, 40, (40, 48))
     return paths
 
 
-def catalog_of(paths: list[Path]) -> pl.DataFrame:
-    return pl.DataFrame({
-        C.ITEM_ID: [f"item-{path.stem}" for path in paths],
-        C.DROP_ID: ["2026-11-01"] * len(paths),
-        C.IMAGE_URI: [str(path) for path in paths],
-        C.DESCRIPTION: [f"{COLOURS[i % 5]} shirt " + "with long sleeves " * (i % 7) for i in range(len(paths))],
-        C.CONTENT_HASH: [hashlib.sha256(path.name.encode()).hexdigest() for path in paths],
-        "colour": [COLOURS[i % 5] for i in range(len(paths))],
-    })
-
-
-def read_bytes(uri: str) -> bytes:
-    return Path(uri).read_bytes()
 
 
 def stored_vectors(db, name: str) -> dict[str, np.ndarray]:
@@ -143,3 +121,18 @@ def test_reads_run_ahead_of_the_encoder_by_a_bounded_depth(images):
     rest = list(reads)
     assert [position for position, _ in rest] == list(range(1, 20))
     assert sorted(started) == sorted(uris)
+
+
+def test_duplicates_left_by_an_unlocked_writer_are_repaired_by_the_next_sync(tmp_path, clip, images):
+    db = connect(str(tmp_path / "db"))
+    catalog = catalog_of(images[:6])
+    sync_embeddings(catalog, db, clip, "text", read_image=read_bytes)
+    table = open_existing_table(db, "tiny__text")
+    table.add(table.to_arrow().slice(0, 3))  # what two writers racing without the lock left behind
+    assert table.count_rows() == 9
+
+    report = sync_embeddings(catalog, db, clip, "text", read_image=read_bytes)
+
+    ids = open_existing_table(db, "tiny__text").to_arrow().column(C.ITEM_ID).to_pylist()
+    assert sorted(ids) == sorted(catalog[C.ITEM_ID].to_list())
+    assert report.rows_after == 6 and report.embedded == 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import time
+from pathlib import Path
 
 import boto3
 import numpy as np
@@ -12,14 +14,20 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from fashion_search_pipeline.columns import ITEM_ID, MATCHED, RANK, SCORE
+from fashion_search_pipeline.columns import ATTRIBUTES, ITEM_ID, MATCHED, RANK, SCORE
+from fashion_search_pipeline.config import S3Settings
 from fashion_search_pipeline.models.checkpoints import TINY_CONFIG, write_random_checkpoint
 from fashion_search_pipeline.models.encoders import encode_images, encode_texts
-from fashion_search_pipeline.models.loading import load_clip
-from fashion_search_pipeline.models.registry import ModelSpec
-from fashion_search_pipeline.search import CatalogSearch, ModelTablesMissingError
+from fashion_search_pipeline.models.loading import checkpoint_fingerprint, load_clip
+from fashion_search_pipeline.models.registry import ARCHITECTURE_FILE, CHECKPOINT_FILE, ModelSpec
+from fashion_search_pipeline.search import (
+    READ_CONSISTENCY,
+    CatalogSearch,
+    ModelTablesMissingError,
+    ReembeddingInProgressError,
+)
 from fashion_search_pipeline.store.indexes import ann_search_params, ensure_indexes
-from fashion_search_pipeline.store.tables import ATTRIBUTES, connect, embedding_schema, table_name, upsert_rows
+from fashion_search_pipeline.store.tables import connect, embedding_schema, table_name, upsert_rows
 
 MODEL = "tiny"
 ATTRIBUTE_NAMES = ["gender", "colour"]
@@ -220,22 +228,110 @@ def test_search_through_an_ann_index_finds_the_same_products(tmp_path, catalog):
         assert set(women[ITEM_ID]) == {item[0] for item in ITEMS if item[2] == "Women"}
 
 
-def test_search_works_the_same_on_s3(s3_endpoint, monkeypatch, catalog):
-    monkeypatch.setenv("FASHION_SEARCH_S3_ENDPOINT_URL", s3_endpoint["endpoint_url"])
-    monkeypatch.setenv("AWS_REGION", s3_endpoint["region"])
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint["key"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint["secret"])
-    client = boto3.client("s3", endpoint_url=s3_endpoint["endpoint_url"], region_name=s3_endpoint["region"])
+def test_search_works_the_same_on_s3(s3_endpoint, catalog):
+    s3 = S3Settings(s3_endpoint["endpoint_url"], s3_endpoint["region"], s3_endpoint["key"], s3_endpoint["secret"])
+    client = boto3.client(
+        "s3", endpoint_url=s3.endpoint_url, region_name=s3.region, aws_access_key_id=s3.access_key_id,
+        aws_secret_access_key=s3.secret_access_key,
+    )
     client.create_bucket(Bucket="search")
     client.put_object(Bucket="search", Key="queries/cap.jpg", Body=catalog["photos"]["cap-04"])
     local = connect(catalog["db_uri"])
-    remote = connect("s3://search/lancedb")
+    remote = connect("s3://search/lancedb", s3.lancedb_options())
     for modality in ("image", "text"):
         name = table_name(MODEL, modality)
         upsert_rows(remote, name, local.open_table(name).to_arrow())
 
-    with CatalogSearch("s3://search/lancedb", registry={MODEL: catalog["spec"]}) as search:
+    with CatalogSearch("s3://search/lancedb", s3=s3, registry={MODEL: catalog["spec"]}) as search:
         assert search.text(ITEMS[4][1], fusion="text")[ITEM_ID][0] == ITEMS[4][0]
         hits = search.image("s3://search/queries/cap.jpg", where="gender = 'Men'", fusion="raw")
         assert hits[ITEM_ID][0] == "cap-04"
         assert set(hits["gender"]) == {"Men"}
+
+
+def _publish_by_hand(models: Path, name: str, seed: int, source) -> str:
+    """A published version of a tiny random model (models/<name>/versions/<version>/), as the domain_clip asset writes it."""
+    checkpoint = write_random_checkpoint(TINY_CONFIG, source / f"{name}-{seed}.pt", seed=seed)
+    version = checkpoint_fingerprint(checkpoint)
+    folder = models / name / "versions" / version
+    folder.mkdir(parents=True)
+    shutil.copyfile(checkpoint, folder / CHECKPOINT_FILE)
+    shutil.copyfile(TINY_CONFIG, folder / ARCHITECTURE_FILE)
+    return version
+
+
+def _make_current(models: Path, name: str, version: str) -> None:
+    current = models / name / "current"
+    current.mkdir(parents=True, exist_ok=True)
+    for filename in (ARCHITECTURE_FILE, CHECKPOINT_FILE):  # copyfile: a new mtime, as a real publish gives
+        shutil.copyfile(models / name / "versions" / version / filename, current / filename)
+
+
+def test_a_search_encodes_with_the_version_its_tables_hold_through_a_retrain(tmp_path, catalog):
+    models, name = tmp_path / "models", "retrained"
+    first = _publish_by_hand(models, name, 0, tmp_path)
+    second = _publish_by_hand(models, name, 1, tmp_path)
+    _make_current(models, name, first)
+    current = models / name / "current"
+    spec = ModelSpec(name, str(current / ARCHITECTURE_FILE), str(current / CHECKPOINT_FILE), precision="fp32")
+    db_uri = str(tmp_path / "lancedb")
+    db = connect(db_uri)
+
+    def embed(modality: str, items, version_spec_: ModelSpec) -> None:
+        clip = load_clip(version_spec_)
+        vectors = (
+            encode_texts(clip, [item[1] for item in items]) if modality == "text"
+            else encode_images(clip, [catalog["photos"][item[0]] for item in items])
+        )
+        upsert_rows(db, table_name(name, modality), embedding_table_rows(version_spec_, clip, items, vectors, catalog["image_dir"]))
+        time.sleep(READ_CONSISTENCY.total_seconds() + 0.5)  # until the search's table handles see the commit
+
+    for modality in ("image", "text"):
+        embed(modality, ITEMS, spec)
+    with CatalogSearch(db_uri, registry={name: spec}) as search:
+        assert search.text(ITEMS[0][1], fusion="text")[SCORE][0] == pytest.approx(1.0, abs=1e-4)
+
+        # retrained: the registry now serves the second version, the tables still hold the first
+        _make_current(models, name, second)
+        assert load_clip(spec).version == second
+        hits = search.text(ITEMS[0][1], fusion="text")
+        assert hits[ITEM_ID][0] == ITEMS[0][0]
+        assert hits[SCORE][0] == pytest.approx(1.0, abs=1e-4), "the query was encoded by the first version"
+        assert search.encode(name, texts=["a dress"]).version == first
+
+        # re-embedding under way: some rows of the second version -> a clear error, never a mixed answer
+        second_spec = ModelSpec(name, spec.architecture, str(models / name / "versions" / second / CHECKPOINT_FILE), precision="fp32")
+        embed("text", ITEMS[:3], second_spec)
+        with pytest.raises(ReembeddingInProgressError, match=f"re-embedding to version {second} in progress"):
+            search.text(ITEMS[0][1])
+        with pytest.raises(ReembeddingInProgressError):  # an already encoded query neither
+            search.vector(np.ones(load_clip(spec).embed_dim, dtype=np.float32))
+        # a search reading only the image table (all first version) still answers, with the first version
+        by_photo = search.image(catalog["photos"]["cap-04"], fusion="image")
+        assert by_photo[ITEM_ID][0] == "cap-04" and by_photo[SCORE][0] == pytest.approx(1.0, abs=1e-4)
+
+        # re-embedding done: every row of both tables is of the second version, and so is the query
+        embed("text", ITEMS, second_spec)
+        embed("image", ITEMS, second_spec)
+        for modality in ("image", "text"):
+            assert set(db.open_table(table_name(name, modality)).to_arrow()["model_version"].to_pylist()) == {second}
+        assert search.text(ITEMS[5][1], fusion="text")[SCORE][0] == pytest.approx(1.0, abs=1e-4)
+        assert search.encode(name, texts=["a dress"]).version == second
+
+
+def test_tables_of_a_version_whose_checkpoint_is_gone_get_a_clear_error(tmp_path, catalog):
+    models, name = tmp_path / "models", "orphaned"
+    first = _publish_by_hand(models, name, 0, tmp_path)
+    second = _publish_by_hand(models, name, 1, tmp_path)
+    _make_current(models, name, first)
+    current = models / name / "current"
+    spec = ModelSpec(name, str(current / ARCHITECTURE_FILE), str(current / CHECKPOINT_FILE), precision="fp32")
+    clip = load_clip(spec)
+    db_uri = str(tmp_path / "lancedb")
+    vectors = encode_texts(clip, [item[1] for item in ITEMS])
+    upsert_rows(connect(db_uri), table_name(name, "text"), embedding_table_rows(spec, clip, ITEMS, vectors, catalog["image_dir"]))
+    _make_current(models, name, second)
+    shutil.rmtree(models / name / "versions" / first)
+    with CatalogSearch(db_uri, registry={name: spec}) as search:
+        with pytest.raises(ReembeddingInProgressError, match=f"hold version {first}.*re-materialize the embeddings"):
+            search.text("a dress")

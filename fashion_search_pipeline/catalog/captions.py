@@ -9,13 +9,14 @@ record or a byte that is not UTF-8 costs that record only.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import polars as pl
 
 from ..columns import DESCRIPTION, DROP_ID, IMAGE_PATH, ITEM_ID, PARSE_ERROR, RESERVED_COLUMNS, SOURCE_ROW
-from .drops import DropLocation
+from .drops import DropLocation, landing_error
 from .storage import filesystem_for
 
 DELIMITER = "#"
@@ -164,9 +165,17 @@ def _decode_record(data: bytes, start: int, end: int, line: int, fields: list[by
 
 
 def normalize_column_name(name: str) -> str:
-    """A header as a column name: stripped, lower-case, anything but [a-z0-9_] as '_'."""
-    column = re.sub(r"[^a-z0-9_]", "_", name.strip().lower())
-    if column in RESERVED_COLUMNS and column not in CSV_KEY_COLUMNS:
+    """A header as a column name: NFKC, stripped, lower-case, anything but a letter, digit or '_' as '_'.
+
+    Letters of every script stay ('Größe' -> 'größe', '颜色' -> '颜色'). A name the project or
+    LanceDB reserves (`vector`, `score`, `_distance`, ...), or any name starting with '_', gets
+    the prefix 'attr_' ('_distance' -> 'attr__distance'); item_id, image_path, description keep theirs.
+    """
+    folded = unicodedata.normalize("NFKC", name).strip().lower()
+    column = "".join(char if char == "_" or unicodedata.category(char)[0] in "LMN" else "_" for char in folded)
+    if column in CSV_KEY_COLUMNS:
+        return column
+    if column in RESERVED_COLUMNS or column.startswith("_"):
         column = ATTRIBUTE_PREFIX + column
     return column
 
@@ -202,13 +211,16 @@ def parse_captions(data: bytes, *, drop_id: str, source: str) -> pl.DataFrame:
 
 
 def _header_columns(names: list[str], drop_id: str, source: str) -> list[str]:
-    columns: list[str] = []
+    headers: dict[str, str] = {}
     for position, name in enumerate(names, start=1):
         column = normalize_column_name(name) or f"column_{position}"
-        if column in columns:
-            raise CaptionsFileError(f"drop {drop_id!r}: {source} has two columns named {column!r} in its header")
-        columns.append(column)
-    return columns
+        if column in headers:
+            raise CaptionsFileError(
+                f"drop {drop_id!r}: {source} has headers {headers[column]!r} and {name!r} "
+                f"that both become column {column!r}; rename one of them"
+            )
+        headers[column] = name
+    return list(headers)
 
 
 def _captions_frame(
@@ -230,6 +242,6 @@ def read_captions(drop: DropLocation, storage_options: dict | None = None) -> pl
         data = fs.cat_file(path)
     except FileNotFoundError:
         raise CaptionsFileError(f"drop {drop.drop_id!r}: {drop.captions_uri} does not exist") from None
-    except OSError as error:
-        raise CaptionsFileError(f"drop {drop.drop_id!r}: cannot read {drop.captions_uri}: {error}") from error
+    except Exception as error:  # OSError, and botocore / aiohttp errors that are not OSErrors
+        raise CaptionsFileError(str(landing_error(drop.captions_uri, error, drop.drop_id))) from error
     return parse_captions(data, drop_id=drop.drop_id, source=drop.captions_uri)

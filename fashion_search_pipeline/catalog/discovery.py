@@ -13,7 +13,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fashion_search_pipeline.catalog.drops import MARKER_FILE, InvalidDropIdError, validate_drop_id
+from fashion_search_pipeline.catalog.drops import (
+    MARKER_FILE,
+    DropLocation,
+    InvalidDropIdError,
+    landing_error,
+    validate_drop_id,
+)
 
 
 class DropListing(Protocol):
@@ -38,7 +44,7 @@ class DiscoveryCursor:
         return json.dumps({"high_water": self.high_water, "pending": list(self.pending)})
 
     @classmethod
-    def from_json(cls, text: str | None) -> "DiscoveryCursor":
+    def from_json(cls, text: str | None) -> DiscoveryCursor:
         """Read a cursor written by to_json (None or empty: a fresh cursor)."""
         if not text:
             return cls()
@@ -75,6 +81,7 @@ class FolderDropListing:
     """Drops in a local landing folder."""
 
     def __init__(self, landing: str):
+        self.landing = landing
         self.drops_dir = os.path.join(landing, "drops")
 
     def drop_ids_after(self, after: str | None) -> list[str]:
@@ -85,7 +92,7 @@ class FolderDropListing:
         return sorted(names)
 
     def is_complete(self, drop_id: str) -> bool:
-        return os.path.exists(os.path.join(self.drops_dir, drop_id, MARKER_FILE))
+        return os.path.exists(DropLocation(self.landing, drop_id).marker_uri)
 
 
 class S3DropListing:
@@ -104,16 +111,22 @@ class S3DropListing:
         pages = paginator.paginate(
             Bucket=self.bucket, Prefix=self.drops_prefix, Delimiter="/", StartAfter=start_after
         )
-        names = [
-            entry["Prefix"][len(self.drops_prefix) :].rstrip("/")
-            for page in pages
-            for entry in page.get("CommonPrefixes", [])
-        ]
+        try:
+            names = [
+                entry["Prefix"][len(self.drops_prefix) :].rstrip("/")
+                for page in pages
+                for entry in page.get("CommonPrefixes", [])
+            ]
+        except Exception as error:  # botocore: 403, NoSuchBucket, endpoint and timeout errors
+            raise landing_error(f"s3://{self.bucket}/{self.drops_prefix}", error) from error
         return sorted(name for name in names if after is None or name > after)
 
     def is_complete(self, drop_id: str) -> bool:
         key = f"{self.drops_prefix}{drop_id}/{MARKER_FILE}"
-        response = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        try:
+            response = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except Exception as error:
+            raise landing_error(f"s3://{self.bucket}/{key}", error, drop_id) from error
         return any(obj["Key"] == key for obj in response.get("Contents", []))
 
 

@@ -24,6 +24,18 @@ class InvalidDropIdError(ValueError):
     """A drop id that cannot name a drop (and a Dagster partition)."""
 
 
+class LandingAccessError(OSError):
+    """The landing area cannot be read (403, no such bucket, wrong endpoint, timeout); names the URI."""
+
+
+def landing_error(uri: str, error: BaseException, drop_id: str | None = None) -> LandingAccessError:
+    """One clear message for a storage error at `uri` (of drop `drop_id`), with a hint at the usual causes."""
+    what = f"drop {drop_id!r}: " if drop_id else ""
+    reason = str(error).strip() or type(error).__name__
+    hint = "check the bucket name, FASHION_SEARCH_S3_ENDPOINT_URL, the AWS credentials and the network"
+    return LandingAccessError(f"{what}cannot read {uri}: {type(error).__name__}: {reason} ({hint})")
+
+
 def validate_drop_id(drop_id: str) -> str:
     """Return `drop_id` unchanged if it is a valid drop id, else raise InvalidDropIdError.
 
@@ -74,11 +86,17 @@ def list_drops(landing_uri: str, storage_options: dict | None = None, *, require
     drop is complete) count. Folders whose names are not valid drop ids are
     skipped with a warning.
     """
-    fs, root = filesystem_for(join_uri(landing_uri, DROPS_FOLDER), storage_options)
+    drops_uri = join_uri(landing_uri, DROPS_FOLDER)
+    fs, root = filesystem_for(drops_uri, storage_options)
     try:
-        files = fs.find(root, maxdepth=2)
-    except FileNotFoundError:
-        return []
+        try:
+            files = fs.find(root, maxdepth=2)
+        except FileNotFoundError:
+            files = []
+        if not files and "://" in drops_uri:
+            _check_bucket(fs, root)  # s3fs's find answers "nothing" for a missing bucket or a refused listing
+    except Exception as error:  # botocore and aiohttp errors are not OSErrors
+        raise landing_error(drops_uri + "/", error) from error
     present: dict[str, set[str]] = {}
     for path in files:
         relative = path[len(root):].strip("/").split("/")
@@ -94,3 +112,12 @@ def list_drops(landing_uri: str, storage_options: dict | None = None, *, require
         except InvalidDropIdError as error:
             log.warning("skipping drop folder under %s: %s", landing_uri, error)
     return sorted(drops)
+
+
+def _check_bucket(fs, root: str) -> None:
+    """Raise when the bucket holding `root` does not exist or refuses access."""
+    bucket = root.split("/", 1)[0]
+    if hasattr(fs, "call_s3"):
+        fs.call_s3("head_bucket", Bucket=bucket)
+    elif not fs.exists(bucket):
+        raise FileNotFoundError(f"no bucket {bucket!r}")

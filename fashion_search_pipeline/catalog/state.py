@@ -10,7 +10,7 @@ import polars as pl
 from ..columns import CATALOG_COLUMNS, ITEM_ID, SOURCE_ROW
 from .captions import iter_records, normalize_column_name
 from .cleaning import normalize_text
-from .drops import DropLocation
+from .drops import DropLocation, list_drops
 from .storage import filesystem_for
 
 
@@ -63,6 +63,14 @@ def read_deletions(drop: DropLocation, storage_options: dict | None = None) -> l
     except OSError as error:
         raise DeletionsFileError(f"drop {drop.drop_id!r}: cannot read {drop.deletions_uri}: {error}") from error
     return parse_deletions(data, drop_id=drop.drop_id, source=drop.deletions_uri)
+
+
+def deleted_item_ids(landing_uri: str, storage_options: dict | None = None) -> set[str]:
+    """Every item id that some drop under `landing_uri` lists in its deletions file."""
+    ids: set[str] = set()
+    for drop_id in list_drops(landing_uri, storage_options, require_marker=False):
+        ids.update(read_deletions(DropLocation(landing_uri, drop_id), storage_options))
+    return ids
 
 
 def apply_drops(changes: Iterable[DropChanges]) -> pl.DataFrame:

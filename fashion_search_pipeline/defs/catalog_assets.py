@@ -9,11 +9,12 @@ from fashion_search_pipeline.catalog.cleaning import accepted_items, clean_capti
 from fashion_search_pipeline.catalog.drops import DropLocation, validate_drop_id
 from fashion_search_pipeline.catalog.images import build_manifest
 from fashion_search_pipeline.catalog.state import DropChanges, apply_drops, read_deletions
-from fashion_search_pipeline.defs.metadata import frame_metadata, markdown_table
+from fashion_search_pipeline.defs.metadata import frame_metadata, markdown_table, relative_to_home
 from fashion_search_pipeline.defs.partitions import catalog_drops
 from fashion_search_pipeline.defs.resources import CatalogStorage
 
 GROUP = "catalog"
+OWNERS = ["team:catalog"]
 DROP_ASSETS = ("raw_captions", "image_manifest", "catalog_deletions", "cleaned_captions")
 
 
@@ -21,7 +22,7 @@ def _drop(context: AssetExecutionContext, storage: CatalogStorage) -> DropLocati
     return DropLocation(storage.landing_uri, validate_drop_id(context.partition_key))
 
 
-@asset(partitions_def=catalog_drops, group_name=GROUP, kinds={"polars", "s3"})
+@asset(partitions_def=catalog_drops, group_name=GROUP, kinds={"polars", "s3"}, owners=OWNERS, tags={"stage": "ingest"})
 def raw_captions(context: AssetExecutionContext, storage: CatalogStorage) -> Output[pl.DataFrame]:
     """The drop's captions.csv rows as written: every column, the source line, and a parse error if any."""
     drop = _drop(context, storage)
@@ -31,13 +32,13 @@ def raw_captions(context: AssetExecutionContext, storage: CatalogStorage) -> Out
         frame,
         metadata={
             **frame_metadata(frame),
-            "source": MetadataValue.path(drop.captions_uri),
+            "source": MetadataValue.path(relative_to_home(drop.captions_uri)),
             "parse_errors": errors.height,
         },
     )
 
 
-@asset(partitions_def=catalog_drops, group_name=GROUP, kinds={"polars", "s3"})
+@asset(partitions_def=catalog_drops, group_name=GROUP, kinds={"polars", "s3"}, owners=OWNERS, tags={"stage": "ingest"})
 def image_manifest(context: AssetExecutionContext, storage: CatalogStorage) -> Output[pl.DataFrame]:
     """Every file of the drop: uri, bytes, sha256, width, height, and whether it decodes (with the error)."""
     frame = build_manifest(_drop(context, storage), storage.landing_options())
@@ -54,7 +55,7 @@ def image_manifest(context: AssetExecutionContext, storage: CatalogStorage) -> O
     )
 
 
-@asset(partitions_def=catalog_drops, group_name=GROUP, kinds={"polars"})
+@asset(partitions_def=catalog_drops, group_name=GROUP, kinds={"polars"}, owners=OWNERS, tags={"stage": "ingest"})
 def catalog_deletions(context: AssetExecutionContext, storage: CatalogStorage) -> Output[pl.DataFrame]:
     """Item ids the drop's deletions.csv removes from the catalog (none when the drop has no such file)."""
     ids = read_deletions(_drop(context, storage), storage.landing_options())
@@ -62,7 +63,7 @@ def catalog_deletions(context: AssetExecutionContext, storage: CatalogStorage) -
     return Output(frame, metadata=frame_metadata(frame))
 
 
-@asset(partitions_def=catalog_drops, group_name=GROUP, kinds={"polars"})
+@asset(partitions_def=catalog_drops, group_name=GROUP, kinds={"polars"}, owners=OWNERS, tags={"stage": "ingest"})
 def cleaned_captions(raw_captions: pl.DataFrame, image_manifest: pl.DataFrame) -> Output[pl.DataFrame]:
     """Caption rows joined to decodable images, normalised, with a stable item_id and content hash.
 
@@ -91,7 +92,7 @@ def cleaned_captions(raw_captions: pl.DataFrame, image_manifest: pl.DataFrame) -
 CATALOG_AUTOMATION = AutomationCondition.eager().without(~AutomationCondition.any_deps_missing())
 
 
-@asset(group_name=GROUP, kinds={"polars"}, automation_condition=CATALOG_AUTOMATION)
+@asset(group_name=GROUP, kinds={"polars"}, owners=OWNERS, tags={"stage": "catalog"}, automation_condition=CATALOG_AUTOMATION)
 def catalog_items(
     context: AssetExecutionContext,
     cleaned_captions: dict[str, pl.DataFrame],

@@ -1,11 +1,12 @@
 """The `domain_clip` asset: a CLIP trained on the catalog itself, registered as model `domain-clip`."""
 
 import polars as pl
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from fashion_search_pipeline.defs.metadata import relative_to_home
 from fashion_search_pipeline.defs.resources import CatalogStorage, ModelRegistry
-from fashion_search_pipeline.domain_training import train_domain_model
+from fashion_search_pipeline.domain_training import DEFAULT_PUBLISH_MARGIN, train_domain_model
 from fashion_search_pipeline.models.published import card_markdown
 from fashion_search_pipeline.models.registry import DOMAIN_MODEL
 from fashion_search_pipeline.models.training import TrainingConfig
@@ -28,6 +29,10 @@ class DomainClipConfig(Config):
     max_train_seconds: float = Field(default=_DEFAULTS.max_train_seconds or 0.0, description="0: no time budget")
     holdout_fraction: float = 0.1
     seed: int = _DEFAULTS.seed
+    publish_margin: float = Field(
+        default=DEFAULT_PUBLISH_MARGIN, description="held-out MRR a new version may lose against the registered one"
+    )
+    force: bool = Field(default=False, description="publish even when the held-out MRR gate refuses the new version")
 
     def training_config(self) -> TrainingConfig:
         """The pure TrainingConfig these settings describe."""
@@ -43,7 +48,7 @@ class DomainClipConfig(Config):
         )
 
 
-@asset(group_name="models", kinds={"pytorch"})
+@asset(group_name="models", kinds={"pytorch"}, owners=["team:search"], tags={"stage": "train"})
 def domain_clip(
     context: AssetExecutionContext,
     config: DomainClipConfig,
@@ -53,7 +58,7 @@ def domain_clip(
 ) -> MaterializeResult:
     """A CLIP trained contrastively on the catalog's (image, description) pairs, held-out split by item.
 
-    Published to <data folder>/models/domain-clip (versioned by content, with a model card) and
+    Published to `models/domain-clip` in the data folder (versioned by content, with a model card) and
     registered as model `domain-clip`: its embeddings are redone with the new version.
     """
     base = models.specs()[config.base_model] if config.base_model else None
@@ -64,17 +69,22 @@ def domain_clip(
         base=base,
         holdout_fraction=config.holdout_fraction,
         log=context.log.info,
+        publish_margin=config.publish_margin,
+        force=config.force,
     )
     held_out = result.card["held_out"]
+    if result.published is None:
+        raise Failure(description=result.gate, metadata={"heldout_text_to_image_mrr": held_out["text_to_image_mrr"]})
     return MaterializeResult(
         metadata={
             "model": DOMAIN_MODEL,
             "version": result.published.version,
-            "checkpoint": MetadataValue.path(str(result.published.checkpoint)),
+            "checkpoint": MetadataValue.path(relative_to_home(result.published.checkpoint)),
             "heldout_text_to_image_mrr": held_out["text_to_image_mrr"],
             "random_mrr": held_out["random_mrr"],
             "untrained_mrr": held_out["untrained_mrr"],
             "mrr_over_random": held_out["mrr_over_random"],
+            "publish_gate": result.gate,
             "training_seconds": result.card["training"]["wall_seconds"],
             "samples_per_second": result.card["training"]["samples_per_second"],
             "model_card": MetadataValue.md(card_markdown(result.card)),

@@ -26,20 +26,23 @@ from pydantic import Field
 
 from fashion_search_pipeline import columns as C
 from fashion_search_pipeline import config as settings
+from fashion_search_pipeline.defs.metadata import relative_to_home
 from fashion_search_pipeline.defs.resources import CatalogStorage, ModelRegistry
-from fashion_search_pipeline.evaluation.ann_recall import ann_recall_at_k
 from fashion_search_pipeline.evaluation.attributes import DEFAULT_ATTRIBUTES
+from fashion_search_pipeline.evaluation.recommendation import fusion_choices as best_fusion_choices
 from fashion_search_pipeline.evaluation.regression import metric_drops
-from fashion_search_pipeline.evaluation.report import fusion_choices, markdown_image, metric_rows, write_reports
+from fashion_search_pipeline.evaluation.report import markdown_image, metric_rows, write_reports
 from fashion_search_pipeline.evaluation.retrieval import DEFAULT_LABEL_COLUMNS
 from fashion_search_pipeline.evaluation.suite import evaluate_catalog
+from fashion_search_pipeline.models.availability import registry_availability
 from fashion_search_pipeline.models.loading import LoadedClip, ModelLoadError
-from fashion_search_pipeline.store.fusion_choices import record_fusion_choices
-from fashion_search_pipeline.store.tables import open_existing_table, table_name
+from fashion_search_pipeline.store.fusion_choices import TABLE as CHOICES_TABLE
+from fashion_search_pipeline.store.fusion_choices import FusionChoice, record_fusion_choices
 
 ASSET = "retrieval_evaluation"
+CHOICES_ASSET = "fusion_choices"
+CHOICES_METADATA = "fusion_choices_by_model"
 REPORT_FOLDER = "retrieval_evaluation"
-ANN_MIN_RECALL = 0.95
 
 # Eager on the embeddings, but not blocked by missing embeddings partitions: a registered model that
 # cannot be loaded here never gets its tables, and the models that do should still be evaluated.
@@ -51,9 +54,9 @@ EVALUATION_AUTOMATION = (
 )
 
 
-def default_report_folder() -> Path:
-    """Where retrieval_evaluation writes its reports unless configured otherwise."""
-    return settings.reports_dir() / REPORT_FOLDER
+def default_report_folder(home: str | Path | None) -> Path:
+    """Where retrieval_evaluation writes its reports unless configured otherwise: <home>/reports/..."""
+    return (Path(home) if home else settings.data_home()) / "reports" / REPORT_FOLDER
 
 
 class RetrievalEvaluationConfig(Config):
@@ -75,7 +78,7 @@ class RetrievalEvaluationConfig(Config):
         default=5000, description="Per task, evaluate a seeded sample of at most this many queries (null: all)."
     )
     reports_dir: str | None = Field(
-        default=None, description="Folder for the report files (default: <data folder>/reports/retrieval_evaluation)."
+        default=None, description="Folder for the report files (default: reports/retrieval_evaluation in the data folder)."
     )
 
 
@@ -83,6 +86,8 @@ class RetrievalEvaluationConfig(Config):
     deps=[AssetKey("embeddings")],
     group_name="evaluation",
     kinds={"numpy", "lancedb"},
+    owners=["team:search"],
+    tags={"stage": "evaluate"},
     automation_condition=EVALUATION_AUTOMATION,
 )
 def retrieval_evaluation(
@@ -96,11 +101,17 @@ def retrieval_evaluation(
     text→image, image→text, image→image and fused search (raw, rrf, weighted, image, text), plus
     zero-shot attribute accuracy; written as reports (markdown, plots, per-query parquet)."""
 
+    statuses = registry_availability(models.specs())
+    unavailable = {name: status.describe().removeprefix("unavailable: ") for name, status in statuses.items()
+                   if not status.available}
+
     def load(name: str) -> LoadedClip | None:
+        if name in unavailable:
+            return None
         try:
             return models.load(name)
         except ModelLoadError as error:
-            context.log.warning(f"model {name} cannot be loaded here: {str(error).splitlines()[0]}")
+            context.log.warning(f"model {name} unavailable: {str(error).splitlines()[0]}")
             return None
 
     evaluation = evaluate_catalog(
@@ -112,24 +123,23 @@ def retrieval_evaluation(
         label_columns=config.label_columns,
         attributes=config.zero_shot_attributes,
         max_queries=config.max_queries,
+        unavailable=unavailable,
         log=context.log.info,
     )
-    folder = Path(config.reports_dir) if config.reports_dir else default_report_folder()
+    folder = Path(config.reports_dir) if config.reports_dir else default_report_folder(storage.home)
     files = write_reports(evaluation, folder, storage.read_bytes)
-    choices = fusion_choices(evaluation.results)
-    if choices:
-        record_fusion_choices(storage.connect_db(), choices)
+    choices = best_fusion_choices(evaluation.results)
     rows = metric_rows(evaluation.results)
     recommendation = files.recommendation
     metadata = {
         "summary": MetadataValue.md(files.markdown),
         "recommendation": MetadataValue.md(recommendation.sentence() if recommendation else "nothing was evaluated"),
         "recall_at_k": MetadataValue.md(markdown_image(files.recall_plot.read_bytes(), "recall@k")),
-        "recall_at_k_png": MetadataValue.path(str(files.recall_plot)),
+        "recall_at_k_png": MetadataValue.path(relative_to_home(files.recall_plot)),
         "examples": MetadataValue.md(markdown_image(files.examples.read_bytes(), "example queries")),
-        "examples_png": MetadataValue.path(str(files.examples)),
-        "per_query_ranks": MetadataValue.path(str(files.per_query)),
-        "report_folder": MetadataValue.path(str(files.folder)),
+        "examples_png": MetadataValue.path(relative_to_home(files.examples)),
+        "per_query_ranks": MetadataValue.path(relative_to_home(files.per_query)),
+        "report_folder": MetadataValue.path(relative_to_home(files.folder)),
         "metrics": MetadataValue.json(rows),
         "models_evaluated": len(evaluation.items),
     }
@@ -137,6 +147,9 @@ def retrieval_evaluation(
         metadata |= {"best_model": recommendation.model, "best_mrr": recommendation.mrr}
     if recommendation is not None and recommendation.strategy is not None:
         metadata["best_fusion"] = recommendation.strategy
+    metadata[CHOICES_METADATA] = MetadataValue.json(
+        {model: {"fusion": c.fusion, "mean_mrr": c.mean_mrr, "tasks": list(c.tasks)} for model, c in choices.items()}
+    )
     if choices:
         metadata["fusion_choices"] = MetadataValue.md(
             "| model | CatalogSearch fusion | mean MRR |\n|---|---|---|\n"
@@ -148,36 +161,6 @@ def retrieval_evaluation(
     for note in evaluation.notes:
         context.log.warning(note)
     return MaterializeResult(metadata=metadata)
-
-
-@asset_check(asset=ASSET, description=f"Each table's vector search (ANN index) finds at least {ANN_MIN_RECALL:.0%} "
-             "of the exact top 10 (recall@10 against brute force).")
-def ann_index_recall(storage: CatalogStorage, models: ModelRegistry) -> AssetCheckResult:
-    """recall@10 of every embedding table's vector search against exact cosine search."""
-    db = storage.connect_db()
-    recalls = []
-    for name in sorted(models.specs()):
-        for modality in C.MODALITIES:
-            table = open_existing_table(db, table_name(name, modality))
-            if table is not None:
-                recalls.append(ann_recall_at_k(table))
-    measured = [r for r in recalls if r.recall is not None]
-    failing = [r.table for r in measured if r.recall < ANN_MIN_RECALL]
-    lines = ["| table | rows | index | recall@10 | queries |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {r.table} | {r.rows} | {r.index_type or 'none (exact scan)'} | "
-        f"{'–' if r.recall is None else f'{r.recall:.3f}'} | {r.queries} |"
-        for r in recalls
-    ]
-    metadata = {"tables": MetadataValue.md("\n".join(lines)), "threshold": ANN_MIN_RECALL}
-    if measured:
-        metadata["min_recall"] = min(r.recall for r in measured)
-    return AssetCheckResult(
-        passed=not failing,
-        severity=AssetCheckSeverity.ERROR,
-        metadata=metadata,
-        description=f"below {ANN_MIN_RECALL}: {', '.join(failing)}" if failing else f"{len(measured)} tables checked",
-    )
 
 
 class RegressionCheckConfig(Config):
@@ -211,6 +194,48 @@ def metrics_not_regressed(context: AssetCheckExecutionContext, config: Regressio
     )
 
 
+# Published after every evaluation, unless a blocking check upstream failed (a broken table must not
+# choose how search fuses its results).
+CHOICES_AUTOMATION = (
+    AutomationCondition.eager()
+    & ~AutomationCondition.any_deps_match(
+        AutomationCondition.any_checks_match(AutomationCondition.check_failed(), blocking_only=True)
+    )
+).with_label("eager unless a blocking check upstream failed")
+
+
+@asset(
+    deps=[AssetKey(ASSET)],
+    group_name="evaluation",
+    kinds={"lancedb"},
+    owners=["team:search"],
+    tags={"stage": "serve"},
+    automation_condition=CHOICES_AUTOMATION,
+)
+def fusion_choices(context: AssetExecutionContext, storage: CatalogStorage) -> MaterializeResult:
+    """Each model's fusion strategy for CatalogSearch: the best one of the latest retrieval evaluation,
+    written to the LanceDB table `fusion_choices` that every CatalogSearch (and the service) reads."""
+    event = context.instance.get_latest_materialization_event(AssetKey(ASSET))
+    entry = event.asset_materialization.metadata.get(CHOICES_METADATA) if event else None
+    chosen = entry.value if entry is not None else {}
+    choices = {
+        model: FusionChoice(value["fusion"], value["mean_mrr"], tuple(value["tasks"])) for model, value in chosen.items()
+    }
+    if choices:
+        record_fusion_choices(storage.connect_db(), choices)
+    else:
+        context.log.warning("the latest retrieval evaluation chose no fusion: the recorded choices are kept")
+    rows = "\n".join(f"| {model} | {c.fusion} | {c.mean_mrr:.3f} |" for model, c in sorted(choices.items()))
+    return MaterializeResult(
+        metadata={
+            "dagster/table_name": CHOICES_TABLE,
+            "dagster/row_count": len(choices),
+            "dagster/storage_kind": "lancedb",
+            "choices": MetadataValue.md("| model | fusion | mean MRR |\n|---|---|---|\n" + rows if rows else "_(none)_"),
+        }
+    )
+
+
 def materialize_evaluation(
     defs: Definitions,
     instance: DagsterInstance,
@@ -218,12 +243,12 @@ def materialize_evaluation(
     *,
     console_log_level: str = "WARNING",
 ) -> ExecuteInProcessResult:
-    """Materialize retrieval_evaluation and run its checks in-process (the CLI; the UI runs the same)."""
+    """Materialize retrieval_evaluation and fusion_choices with their checks in-process (the CLI; the UI runs the same)."""
     return materialize(
         [*defs.assets, *defs.asset_checks],
         instance=instance,
         resources=defs.resources,
-        selection=[ASSET],
+        selection=[ASSET, CHOICES_ASSET],
         raise_on_error=False,
         run_config=RunConfig(
             ops={ASSET: config}, loggers={"console": {"config": {"log_level": console_log_level}}}

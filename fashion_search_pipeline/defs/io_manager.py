@@ -2,7 +2,10 @@
 
 Layout: <base_uri>/<asset key>/<partition key>.parquet (unpartitioned: <asset key>.parquet).
 An unpartitioned asset that reads a partitioned one gets a dict {partition key: DataFrame}
-of the partitions that exist, whatever their number.
+of the partitions materialized so far, whatever their number. A partition Dagster records as
+materialized whose file is gone (lost, or FASHION_SEARCH_ASSETS repointed) fails the read with
+MissingAssetFileError naming asset, partition and path: skipping it would shrink catalog_items
+and make the embedding step delete that drop's rows.
 """
 
 from __future__ import annotations
@@ -10,27 +13,27 @@ from __future__ import annotations
 import polars as pl
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
-from fashion_search_pipeline import config
 from fashion_search_pipeline.catalog.storage import filesystem_for, join_uri
+from fashion_search_pipeline.defs.resources import CatalogStorage
+
+
+class MissingAssetFileError(FileNotFoundError):
+    """An asset (partition) whose stored value is not where the IO manager keeps it."""
 
 
 class ParquetIOManager(ConfigurableIOManager):
-    """Stores each asset (partition) as one parquet file under base_uri."""
+    """Stores each asset (partition) as one parquet file under base_uri, with `storage`'s S3 access
+    (endpoint, region, key, secret and session token)."""
 
     base_uri: str
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
-    aws_access_key_id: str | None = None
-    aws_secret_access_key: str | None = None
+    storage: CatalogStorage
+
+    def storage_options(self) -> dict:
+        """fsspec storage options for base_uri."""
+        return self.storage.options_for(self.base_uri)
 
     def _filesystem(self):
-        s3 = config.S3Settings(
-            endpoint_url=self.s3_endpoint_url,
-            region=self.s3_region,
-            access_key_id=self.aws_access_key_id,
-            secret_access_key=self.aws_secret_access_key,
-        )
-        return filesystem_for(self.base_uri, config.storage_options_for(self.base_uri, s3))
+        return filesystem_for(self.base_uri, self.storage_options())
 
     def _uri(self, asset_path: list[str], partition_key: str | None) -> str:
         if partition_key is None:
@@ -66,18 +69,29 @@ class ParquetIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext):
         """One DataFrame for the same partition; a dict of all present partitions for a fan-in."""
         path = context.asset_key.path
+        asset = context.asset_key.to_user_string()
         if not context.has_asset_partitions:
-            frame = self._read(self._uri(path, None))
+            uri = self._uri(path, None)
+            frame = self._read(uri)
             if frame is None:
-                raise FileNotFoundError(f"{context.asset_key.to_user_string()} has not been materialized yet")
+                raise MissingAssetFileError(f"{asset}: no stored value at {uri}; materialize {asset} first")
             return frame
         keys = [str(key) for key in context.asset_partition_keys]
         if context.has_partition_key and len(keys) == 1:
-            frame = self._read(self._uri(path, keys[0]))
+            uri = self._uri(path, keys[0])
+            frame = self._read(uri)
             if frame is None:
-                raise FileNotFoundError(
-                    f"{context.asset_key.to_user_string()} partition {keys[0]!r} has not been materialized yet"
+                raise MissingAssetFileError(
+                    f"{asset} partition {keys[0]!r}: no stored value at {uri}; materialize that partition first"
                 )
             return frame
+        materialized = context.instance.get_materialized_partitions(context.asset_key)
         frames = {key: self._read(self._uri(path, key)) for key in keys}
+        lost = sorted(key for key, frame in frames.items() if frame is None and key in materialized)
+        if lost:
+            raise MissingAssetFileError(
+                f"{asset}: Dagster records partition(s) {lost} as materialized, but "
+                f"{', '.join(self._uri(path, key) for key in lost[:5])} do not exist (a lost file, or "
+                "FASHION_SEARCH_ASSETS now points elsewhere); restore them or re-materialize those partitions"
+            )
         return {key: frame for key, frame in frames.items() if frame is not None}

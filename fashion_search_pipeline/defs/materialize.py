@@ -36,6 +36,7 @@ class GraphRunner:
     log: Callable[[str], None] = print
     console_log_level: str = "DEBUG"
     failures: list[str] = field(default_factory=list)
+    checks: dict[str, list] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -43,13 +44,14 @@ class GraphRunner:
         return not self.failures
 
     def run(self, what: str, selection: list[str], partition_key=None, config: dict | None = None):
-        """Materialize `selection` (one partition, or unpartitioned); returns Dagster's result."""
+        """Materialize `selection` (one partition, or unpartitioned) with the selected assets' checks;
+        returns Dagster's result. Check evaluations are kept in `checks` by check name."""
         self.log(f"materializing {what}")
         run_config: dict = {"loggers": {"console": {"config": {"log_level": self.console_log_level}}}}
         if config:
             run_config["ops"] = config
         result = materialize(
-            list(self.defs.assets),
+            [*self.defs.assets, *self.defs.asset_checks],
             instance=self.instance,
             resources=self.defs.resources,
             selection=selection,
@@ -59,6 +61,8 @@ class GraphRunner:
         )
         if not result.success:
             self.failures.append(f"{what} (run {result.run_id})")
+        for evaluation in result.get_asset_check_evaluations():
+            self.checks.setdefault(evaluation.check_name, []).append(evaluation)
         return result
 
     def drops(self, drop_ids: Iterable[str]) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import lancedb
 from dagster import ConfigurableResource, EnvVar
 from dagster_aws.s3 import S3Resource
 
@@ -14,12 +14,17 @@ from fashion_search_pipeline.models.loading import LoadedClip, load_clip
 from fashion_search_pipeline.models.registry import ModelSpec, load_registry
 from fashion_search_pipeline.store import tables
 
+if TYPE_CHECKING:
+    import lancedb
+
 
 class CatalogStorage(ConfigurableResource):
-    """The landing area for drops and the LanceDB database, local folders or s3:// URIs."""
+    """The landing area for drops and the LanceDB database, local folders or s3:// URIs, and the
+    data folder (`home`: reports, paths in metadata)."""
 
     landing_uri: str
     db_uri: str
+    home: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     aws_access_key_id: str | None = None
@@ -36,9 +41,13 @@ class CatalogStorage(ConfigurableResource):
             session_token=self.aws_session_token,
         )
 
+    def options_for(self, uri: str) -> dict:
+        """fsspec storage options for `uri` (none for local paths)."""
+        return config.storage_options_for(uri, self.s3())
+
     def landing_options(self) -> dict:
         """fsspec storage options for the landing URI."""
-        return config.storage_options_for(self.landing_uri, self.s3())
+        return self.options_for(self.landing_uri)
 
     def connect_db(self) -> lancedb.DBConnection:
         """Open the LanceDB database."""
@@ -46,7 +55,7 @@ class CatalogStorage(ConfigurableResource):
 
     def read_bytes(self, uri: str) -> bytes:
         """Read one file of the landing area (an image) by its full URI."""
-        fs, path = filesystem_for(uri, config.storage_options_for(uri, self.s3()))
+        fs, path = filesystem_for(uri, self.options_for(uri))
         return fs.cat_file(path)
 
 
@@ -67,28 +76,68 @@ class ModelRegistry(ConfigurableResource):
         return load_clip(specs[name])
 
 
-def _from_env(name: str):
-    """An EnvVar when the variable is set (so Dagster shows its source, never its value), else None."""
-    return EnvVar(name) if os.environ.get(name) else None
+ENGINE_ENV = "FASHION_SEARCH_EMBEDDING_ENGINE"
+ENGINES = ("local", "ray")
 
 
-def storage_from_env() -> CatalogStorage:
-    """CatalogStorage configured from FASHION_SEARCH_* and AWS_* variables, with local defaults."""
-    region_var = "AWS_REGION" if os.environ.get("AWS_REGION") else "AWS_DEFAULT_REGION"
+class EmbeddingEngine(ConfigurableResource):
+    """Where the embedding step's encode stage runs: `local` (the step's own process) or `ray`.
+
+    With `ray`, rows go through Ray Data on the cluster at `ray_address` (a head's host:port or
+    ray://host:port; unset: a cluster started on this machine by `ray start`, else one in-process).
+    """
+
+    kind: str = "local"
+    ray_address: str | None = None
+    ray_actors: int = 1
+    ray_actor_cpus: float = 1.0
+    ray_actor_gpus: float = 0.0
+    ray_batch_size: int | None = None
+
+    def engine_for(self, storage: CatalogStorage):
+        """The engine to hand sync_embeddings: None for local, a RayEngine reading with `storage`'s settings."""
+        if self.kind not in ENGINES:
+            raise ValueError(f"embedding engine {self.kind!r} is not one of {ENGINES} (set {ENGINE_ENV})")
+        if self.kind == "local":
+            return None
+        from fashion_search_pipeline.scale.ray_engine import RayEngine, RaySettings
+
+        settings = RaySettings(
+            address=self.ray_address or None,
+            actors=self.ray_actors,
+            actor_cpus=self.ray_actor_cpus,
+            actor_gpus=self.ray_actor_gpus,
+            batch_size=self.ray_batch_size,
+        )
+        return RayEngine(settings, storage.s3())
+
+
+def _sourced(value: str | None, variable: str | None):
+    """An EnvVar naming the variable `value` was read from (Dagster shows its source, never its value)."""
+    return EnvVar(variable) if variable else value
+
+
+def storage_for(settings: config.Settings, environ: Mapping[str, str]) -> CatalogStorage:
+    """CatalogStorage for `settings`; S3 settings read from `environ` reach Dagster as EnvVars."""
+    s3, sources = settings.s3, settings.s3.source_variables(environ)
     return CatalogStorage(
-        landing_uri=_from_env(config.LANDING_ENV) or config.landing_uri(),
-        db_uri=_from_env(config.DB_ENV) or config.db_uri(),
-        s3_endpoint_url=_from_env(config.S3_ENDPOINT_ENV),
-        s3_region=_from_env(region_var),
-        aws_access_key_id=_from_env("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=_from_env("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=_from_env("AWS_SESSION_TOKEN"),
+        landing_uri=settings.landing,
+        db_uri=settings.db,
+        home=str(settings.home),
+        s3_endpoint_url=_sourced(s3.endpoint_url, sources["endpoint_url"]),
+        s3_region=_sourced(s3.region, sources["region"]),
+        aws_access_key_id=_sourced(s3.access_key_id, sources["access_key_id"]),
+        aws_secret_access_key=_sourced(s3.secret_access_key, sources["secret_access_key"]),
+        aws_session_token=_sourced(s3.session_token, sources["session_token"]),
     )
 
 
-def models_from_env() -> ModelRegistry:
-    """ModelRegistry reading the file named by FASHION_SEARCH_MODELS, if any."""
-    return ModelRegistry(models_file=_from_env(config.MODELS_ENV))
+def engine_from_env(environ: Mapping[str, str]) -> EmbeddingEngine:
+    """EmbeddingEngine from FASHION_SEARCH_EMBEDDING_ENGINE (default local) and RAY_ADDRESS in `environ`."""
+    return EmbeddingEngine(
+        kind=_sourced("local", ENGINE_ENV if environ.get(ENGINE_ENV) else None),
+        ray_address=_sourced(None, "RAY_ADDRESS" if environ.get("RAY_ADDRESS") else None),
+    )
 
 
 def s3_resource_for(storage: CatalogStorage) -> S3Resource:

@@ -4,9 +4,7 @@ Embeddings (every model x modality), index maintenance and evaluation follow fro
 through their eager automation conditions.
 """
 
-import os
-
-from dagster import AssetKey, AssetSelection, RunRequest, ScheduleEvaluationContext, schedule
+from dagster import AssetKey, AssetSelection, RunRequest, ScheduleDefinition, ScheduleEvaluationContext, schedule
 from dagster_aws.s3 import S3Resource
 
 from fashion_search_pipeline.catalog.discovery import drop_listing
@@ -14,18 +12,28 @@ from fashion_search_pipeline.defs.catalog_assets import DROP_ASSETS
 from fashion_search_pipeline.defs.partitions import catalog_drops
 from fashion_search_pipeline.defs.resources import CatalogStorage
 
-TIMEZONE_ENV = "FASHION_SEARCH_TIMEZONE"
 NIGHTLY_CRON = "0 2 * * *"
 
 
-@schedule(
-    cron_schedule=NIGHTLY_CRON,
-    execution_timezone=os.environ.get(TIMEZONE_ENV, "UTC"),
-    target=AssetSelection.assets(*DROP_ASSETS, "catalog_items"),
-    description="02:00 nightly: process complete drops the sensor missed and refresh catalog_items; "
-    "embeddings, indexes and evaluation follow automatically. Timezone: $FASHION_SEARCH_TIMEZONE (UTC).",
-)
-def nightly_catalog_refresh(context: ScheduleEvaluationContext, storage: CatalogStorage, s3: S3Resource):
+def nightly_catalog_refresh(timezone: str = "UTC") -> ScheduleDefinition:
+    """The 02:00 schedule in `timezone` (Settings.timezone, from FASHION_SEARCH_TIMEZONE)."""
+
+    @schedule(
+        name="nightly_catalog_refresh",
+        cron_schedule=NIGHTLY_CRON,
+        execution_timezone=timezone,
+        target=AssetSelection.assets(*DROP_ASSETS, "catalog_items"),
+        description=f"02:00 nightly ({timezone}): process complete drops the sensor missed and refresh "
+        "catalog_items; embeddings, indexes and evaluation follow automatically. "
+        "Timezone: $FASHION_SEARCH_TIMEZONE.",
+    )
+    def _nightly(context: ScheduleEvaluationContext, storage: CatalogStorage, s3: S3Resource):
+        return missed_drop_runs(context, storage, s3)
+
+    return _nightly
+
+
+def missed_drop_runs(context: ScheduleEvaluationContext, storage: CatalogStorage, s3: S3Resource) -> list[RunRequest]:
     """Full listing of the landing area (not the sensor's incremental one), then one run per missed drop.
 
     Missed drops are registered as partitions here (schedules cannot return partition requests).

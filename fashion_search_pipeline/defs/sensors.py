@@ -62,6 +62,9 @@ catalog_automation_sensor = AutomationConditionSensorDefinition(
     target=AssetSelection.all(),
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    # Evaluated in the code location's process: the embeddings condition looks at the model files there.
+    use_user_code_server=True,
     description="Evaluates the assets' automation conditions: a new cleaned drop refreshes catalog_items, "
-    "which refreshes every embeddings partition (only new or changed items are embedded).",
+    "which refreshes the embeddings partitions of every model whose weights are here (only new or changed "
+    "items are embedded); a retrained domain_clip re-embeds domain-clip; evaluation and fusion_choices follow.",
 )

@@ -9,13 +9,16 @@ never count against the index.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from lancedb.table import Table
 
 from fashion_search_pipeline.columns import ITEM_ID, VECTOR
 from fashion_search_pipeline.store.indexes import DISTANCE_COLUMN, ann_search_params, nearest_query, vector_index
+
+if TYPE_CHECKING:
+    from lancedb.table import Table
 
 TIE_TOLERANCE = 1e-5
 

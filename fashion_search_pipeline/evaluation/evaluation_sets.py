@@ -6,7 +6,7 @@ import csv
 import io
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -140,12 +140,8 @@ def captions_file_set(
     reasons: Counter[str] = Counter()
     queries: list[str] = []
     relevant: list[set[str]] = []
-    for record in reader:
-        if not record:
-            continue
-        if len(record) != len(header):
-            reasons[MALFORMED_RECORD] += 1
-        elif not all(_is_utf8(value) for value in record):
+    for record in complete_records(reader, len(header), reasons):
+        if not all(_is_utf8(value) for value in record):
             reasons[NOT_UTF8] += 1
         elif not record[image_at].strip():
             reasons[MISSING_ITEM_ID] += 1
@@ -163,6 +159,17 @@ def captions_file_set(
         skipped=sum(reasons.values()),
         skipped_reasons=dict(reasons),
     )
+
+
+def complete_records(reader: Iterator[list[str]], width: int, reasons: Counter[str]) -> Iterator[list[str]]:
+    """The CSV records with `width` fields; blank ones are passed over, the others counted as MALFORMED_RECORD."""
+    for record in reader:
+        if not record:
+            continue
+        if len(record) != width:
+            reasons[MALFORMED_RECORD] += 1
+            continue
+        yield record
 
 
 def _is_utf8(value: str) -> bool:

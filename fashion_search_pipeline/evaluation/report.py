@@ -19,10 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from fashion_search_pipeline.columns import IMAGE_URI, ITEM_ID
+from fashion_search_pipeline.evaluation.recommendation import (
+    Recommendation,
+    best_fusion,
+    best_model,
+    strategy_order,
+    task_order,
+)
 from fashion_search_pipeline.evaluation.retrieval import (
     CAPTIONS_PREFIX,
     IMAGE_SEARCH,
@@ -34,9 +40,11 @@ from fashion_search_pipeline.evaluation.retrieval import (
     TEXT_TO_IMAGE,
     TaskResult,
 )
+from fashion_search_pipeline.evaluation.shopper_queries import JUDGED_SEARCH, SHOPPER_SEARCH
 from fashion_search_pipeline.evaluation.suite import CAPTIONS_KIND, Evaluation
+from fashion_search_pipeline.evaluation.task_mix import mix_sentence
+from fashion_search_pipeline.markdown import markdown_table
 from fashion_search_pipeline.store.fusion import STRATEGIES
-from fashion_search_pipeline.store.fusion_choices import FusionChoice
 
 TABLE_KS = (1, 5, 10)
 SUMMARY_FILE = "summary.md"
@@ -46,11 +54,12 @@ EXAMPLES_FILE = "examples.png"
 PER_QUERY_FILE = "per_query_ranks.parquet"
 INLINE_PNG_LIMIT = 100_000
 
-TASK_ORDER = (TEXT_TO_IMAGE, IMAGE_TO_TEXT, IMAGE_TO_IMAGE, TEXT_SEARCH, IMAGE_SEARCH)
 TASK_TITLES = {
     TEXT_TO_IMAGE: "text → image",
     IMAGE_TO_TEXT: "image → text",
     IMAGE_TO_IMAGE: "image → image",
+    SHOPPER_SEARCH: "shopper queries (fused)",
+    JUDGED_SEARCH: "judged queries (fused)",
     TEXT_SEARCH: "text search (fused)",
     IMAGE_SEARCH: "image search (fused)",
 }
@@ -64,10 +73,6 @@ RELEVANT_COLOUR = (40, 160, 60)
 OTHER_COLOUR = (200, 60, 50)
 
 
-def _task_order(task: str) -> tuple[int, str]:
-    return (TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), task)
-
-
 def task_title(task: str) -> str:
     """A task's display name."""
     if task.startswith(CAPTIONS_PREFIX):
@@ -79,105 +84,8 @@ def metric_rows(results: Sequence[TaskResult]) -> list[dict]:
     """One flat dict per result: model, task, strategy, then metrics.as_dict() (None where undefined)."""
     return [
         {"model": r.model, "task": r.task, "strategy": r.strategy, **r.metrics.as_dict()}
-        for r in sorted(results, key=lambda r: (r.model, _task_order(r.task), _strategy_order(r.strategy)))
+        for r in sorted(results, key=lambda r: (r.model, task_order(r.task), strategy_order(r.strategy)))
     ]
-
-
-def _strategy_order(strategy: str | None) -> int:
-    return -1 if strategy is None else STRATEGIES.index(strategy)
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """What to use, by mean MRR over `tasks`.
-
-    With a fusion strategy (best_fusion): the model and strategy for CatalogSearch, and
-    `others` holds the model's other strategies. Without one (best_model, for data with
-    no fused search): the best model, and `others` holds the other models.
-    """
-
-    model: str
-    strategy: str | None
-    mrr: float
-    tasks: tuple[str, ...]
-    others: dict[str, float]
-
-    def sentence(self) -> str:
-        """One line for people: what to use, the figure, the alternatives (and what CatalogSearch now uses)."""
-        others = ", ".join(f"{name} {value:.3f}" for name, value in sorted(self.others.items(), key=lambda kv: -kv[1]))
-        over = f"mean MRR {self.mrr:.3f} over {', '.join(self.tasks)}"
-        if self.strategy is None:
-            return f"Best model: `{self.model}`, {over}" + (f" (other models: {others})." if others else ".")
-        return (
-            f"Use model `{self.model}` with fusion `{self.strategy}`: {over}"
-            + (f" (other fusions: {others})" if others else "")
-            + f". CatalogSearch now fuses `{self.model}` results with `{self.strategy}` by default"
-            " (each model with its own best fusion, recorded in the database's fusion_choices table)."
-        )
-
-
-def _mean_mrr(
-    results: Sequence[TaskResult], fused: bool
-) -> dict[tuple[str, str | None], tuple[float, tuple[str, ...]]]:
-    """Mean MRR of each (model, strategy) over the tasks every pair has (its own tasks when they share none)."""
-    by_pair: defaultdict[tuple[str, str | None], dict[str, float]] = defaultdict(dict)
-    for result in results:
-        if (result.strategy is not None) == fused and result.metrics.mrr is not None:
-            by_pair[(result.model, result.strategy)][result.task] = result.metrics.mrr
-    if not by_pair:
-        return {}
-    common = set.intersection(*(set(tasks) for tasks in by_pair.values()))
-    means = {}
-    for pair, mrr in by_pair.items():
-        tasks = tuple(sorted(common or mrr, key=_task_order))
-        means[pair] = (float(np.mean([mrr[task] for task in tasks])), tasks)
-    return means
-
-
-def best_fusion_per_model(results: Sequence[TaskResult]) -> dict[str, Recommendation]:
-    """Each model's fusion strategy with the highest MRR averaged over the fused search tasks.
-
-    Ties go to the strategy listed first in store.fusion.STRATEGIES. Empty when no fused
-    search task was evaluated.
-    """
-    means = _mean_mrr(results, fused=True)
-    best = {}
-    for model in sorted({model for model, _ in means}):
-        pairs = [pair for pair in means if pair[0] == model]
-        chosen = min(pairs, key=lambda pair: (-means[pair][0], STRATEGIES.index(pair[1])))
-        others = {strategy: means[(model, strategy)][0] for _, strategy in pairs if strategy != chosen[1]}
-        best[model] = Recommendation(model, chosen[1], means[chosen][0], means[chosen][1], others)
-    return best
-
-
-def fusion_choices(results: Sequence[TaskResult]) -> dict[str, FusionChoice]:
-    """Each model's best fusion, as CatalogSearch records and follows it (store.fusion_choices)."""
-    return {
-        model: FusionChoice(best.strategy, best.mrr, best.tasks)
-        for model, best in best_fusion_per_model(results).items()
-    }
-
-
-def best_fusion(results: Sequence[TaskResult]) -> Recommendation | None:
-    """The (model, fusion strategy) with the highest MRR averaged over the fused search tasks.
-
-    Ties go to the strategy listed first in store.fusion.STRATEGIES, then to the
-    model name. None when no fused search task was evaluated.
-    """
-    per_model = best_fusion_per_model(results)
-    if not per_model:
-        return None
-    return min(per_model.values(), key=lambda best: (-best.mrr, STRATEGIES.index(best.strategy), best.model))
-
-
-def best_model(results: Sequence[TaskResult]) -> Recommendation | None:
-    """The model with the highest MRR averaged over the one-direction tasks (text_to_image, ...)."""
-    means = _mean_mrr(results, fused=False)
-    if not means:
-        return None
-    best = min(means, key=lambda pair: (-means[pair][0], pair[0]))
-    others = {m: value for (m, _), (value, _) in means.items() if m != best[0]}
-    return Recommendation(best[0], None, means[best][0], means[best][1], others)
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -186,12 +94,6 @@ def _fmt(value, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
-
-
-def _md_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def metrics_table(results: Sequence[TaskResult]) -> str:
@@ -204,7 +106,7 @@ def metrics_table(results: Sequence[TaskResult]) -> str:
         + [_fmt(row[f"ndcg@{NDCG_K}"]), _fmt(row["median_rank"], 1)]
         for row in metric_rows(results)
     ]
-    return _md_table(headers, rows)
+    return markdown_table(headers, rows)
 
 
 def fusion_table(results: Sequence[TaskResult], recommendation: Recommendation | None) -> str:
@@ -213,7 +115,7 @@ def fusion_table(results: Sequence[TaskResult], recommendation: Recommendation |
     for result in results:
         if result.strategy is not None:
             mrr[(result.model, result.strategy)][result.task] = result.metrics.mrr
-    tasks = sorted({task for values in mrr.values() for task in values}, key=_task_order)
+    tasks = sorted({task for values in mrr.values() for task in values}, key=task_order)
     rows = []
     for model, strategy in sorted(mrr, key=lambda pair: (pair[0], STRATEGIES.index(pair[1]))):
         values = [mrr[(model, strategy)].get(task) for task in tasks]
@@ -222,7 +124,7 @@ def fusion_table(results: Sequence[TaskResult], recommendation: Recommendation |
         mark = (lambda text: f"**{text}**") if best else (lambda text: text)
         mean = float(np.mean(known)) if known else None
         rows.append([mark(model), mark(strategy)] + [_fmt(v) for v in values] + [mark(_fmt(mean))])
-    return _md_table(["model", "fusion"] + [task_title(t) for t in tasks] + ["mean"], rows)
+    return markdown_table(["model", "fusion"] + [task_title(t) for t in tasks] + ["mean"], rows)
 
 
 def zero_shot_table(evaluation: Evaluation) -> str:
@@ -234,7 +136,7 @@ def zero_shot_table(evaluation: Evaluation) -> str:
         for model, reports in sorted(evaluation.zero_shot.items())
         for r in reports
     ]
-    return _md_table(headers, rows)
+    return markdown_table(headers, rows)
 
 
 def _definitions(evaluation: Evaluation) -> list[str]:
@@ -249,13 +151,17 @@ def _definitions(evaluation: Evaluation) -> list[str]:
         TEXT_SEARCH: f"text search: one query per combination of {labels} (e.g. \"Men Black Jackets\"); relevant: "
         "the items with exactly those labels.",
         IMAGE_SEARCH: "image search: the image → image queries, searched in both tables (CatalogSearch.image).",
+        SHOPPER_SEARCH: "shopper queries: what shoppers type, generated from attributes and brand words with "
+        "synonyms (\"puma white sneakers\", \"joggers for men\"), never equal to a description; relevant: the "
+        "items whose attributes match; per query kind as shopper_search/<kind>.",
+        JUDGED_SEARCH: "judged queries: the shop's own query file; relevant: its listed items or attribute matches.",
     }
     captions = {
         TEXT_TO_IMAGE: "text → image: each caption as a query; relevant: its image.",
         IMAGE_TO_TEXT: "image → text: each image as a query; relevant: all of its captions.",
     }
     meaning = captions if evaluation.kind == CAPTIONS_KIND else catalog
-    tasks = sorted({r.task for r in evaluation.results}, key=_task_order)
+    tasks = sorted({r.task for r in evaluation.results}, key=task_order)
     lines = [f"- {meaning[task]}" for task in tasks if task in meaning]
     if any(task.startswith(CAPTIONS_PREFIX) for task in tasks):
         lines.append("- captions <file>: each caption of the evaluation file as a query; relevant: its image's item.")
@@ -263,8 +169,12 @@ def _definitions(evaluation: Evaluation) -> list[str]:
         depth = "every candidate" if evaluation.depth is None else f"the top {evaluation.depth} of each table"
         lines.append(
             f"- fused search ranks what CatalogSearch fuses for k = 10 ({depth}): raw = best cosine, rrf = "
-            "reciprocal-rank fusion (k = 60), weighted = mean cosine, image / text = one table only."
+            "reciprocal-rank fusion (k = 60), weighted = mean cosine, image / text = one table only; keyword = "
+            "BM25 full-text search alone, hybrid = min-max scaled weighted cosine mixed with BM25 over its best, "
+            "hybrid_rrf = rrf over image, text and keyword (text queries; for an image query the hybrids rank "
+            "as weighted and rrf)."
         )
+        lines.append(f"- the fusion choice weighs the search tasks as evaluation.task_mix: {mix_sentence(tasks)}.")
     lines.append(
         "- MRR; recall@k (BEIR: the share of a query's relevant items in the top k); nDCG@10 (binary relevance); "
         "median rank of the first relevant item. Ties are broken by item id; queries without any relevant item "
@@ -295,7 +205,8 @@ def summary_markdown(evaluation: Evaluation, recommendation: Recommendation | No
 
 def recall_plot(results: Sequence[TaskResult]) -> bytes:
     """PNG: recall@k against k, one panel per task, one line per model (and fusion strategy)."""
-    tasks = sorted({r.task for r in results}, key=_task_order)
+    from matplotlib.figure import Figure
+    tasks = sorted({r.task for r in results}, key=task_order)
     columns = max(1, min(3, len(tasks)))
     rows = max(1, math.ceil(len(tasks) / columns))
     figure = Figure(figsize=(4.4 * columns, 3.3 * rows), dpi=90, layout="constrained")
@@ -304,7 +215,7 @@ def recall_plot(results: Sequence[TaskResult]) -> bytes:
         axes[0].text(0.5, 0.5, "no results", ha="center", va="center")
         axes[0].set_axis_off()
     for ax, task in zip(axes, tasks):
-        lines = sorted((r for r in results if r.task == task), key=lambda r: (r.model, _strategy_order(r.strategy)))
+        lines = sorted((r for r in results if r.task == task), key=lambda r: (r.model, strategy_order(r.strategy)))
         for result in lines:
             points = [(k, v) for k, v in result.metrics.recall.items() if v is not None]
             if not points:
@@ -336,7 +247,7 @@ def _example_rows(evaluation: Evaluation, recommendation: Recommendation | None)
     else:
         return []
     shown = []
-    for result in sorted(evaluation.results, key=lambda r: _task_order(r.task)):
+    for result in sorted(evaluation.results, key=lambda r: task_order(r.task)):
         if result.model != model or result.candidate_kind == "text" or result.strategy not in (strategy, None):
             continue
         if result.strategy is None and result.task != TEXT_TO_IMAGE:

@@ -33,9 +33,23 @@ import polars as pl
 from fashion_search_pipeline.columns import DESCRIPTION, MODALITIES
 from fashion_search_pipeline.evaluation.evaluation_sets import EvaluationSet, catalog_text_to_image
 from fashion_search_pipeline.evaluation.metrics import RetrievalMetrics, compute_metrics, ranks_from_scores
+from fashion_search_pipeline.evaluation.shopper_queries import (
+    ARTICLE_TYPE,
+    JUDGED_SEARCH,
+    SHOPPER_SEARCH,
+    shopper_queries,
+)
+from fashion_search_pipeline.evaluation.shopper_queries import KINDS as SHOPPER_KINDS
 from fashion_search_pipeline.evaluation.vectors import ModelVectors
-from fashion_search_pipeline.search import CANDIDATES_PER_RESULT
-from fashion_search_pipeline.store.fusion import RRF_K, STRATEGIES
+from fashion_search_pipeline.store.fusion import (
+    CANDIDATES_PER_RESULT,
+    HYBRID_DECIMALS,
+    HYBRID_WEIGHTS,
+    KEYWORD_STRATEGIES,
+    RRF_K,
+    STRATEGIES,
+)
+from fashion_search_pipeline.store.keyword import KEYWORD
 
 TEXT_TO_IMAGE = "text_to_image"
 IMAGE_TO_TEXT = "image_to_text"
@@ -55,6 +69,8 @@ DEFAULT_LABEL_COLUMNS = ("gender", "colour", "article_type")
 _BLOCK_CELLS = 1_000_000
 
 TextEncoder = Callable[[Sequence[str]], np.ndarray]
+# BM25 scores (queries, candidates) of the keyword leg for text queries, -inf where it returns nothing.
+KeywordScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -77,30 +93,40 @@ class TaskResult:
     top: list[list[str]]
 
 
-def fused_scores(image: np.ndarray, text: np.ndarray, strategy: str, depth: int | None = FUSION_DEPTH) -> np.ndarray:
-    """Ranking scores (queries, candidates) of a fusion strategy: higher ranks first, ties to the lower index.
+def fused_score_sets(
+    image: np.ndarray,
+    text: np.ndarray,
+    strategies: Sequence[str] = STRATEGIES,
+    depth: int | None = FUSION_DEPTH,
+    keyword: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Ranking scores (queries, candidates) of each fusion strategy: higher ranks first, ties to the lower index.
 
     `image` and `text` hold each candidate's cosine in the image and the text table
     (-inf: the table never returns it). For "image" and "text" the result is that
     table's cosines; otherwise it encodes the order store.fusion.fuse gives to each
     table's `depth` best candidates (None: all of them), then the rest as described
-    in the module docstring, then the candidates no table returns.
+    in the module docstring, then the candidates no table returns. The per-table
+    rankings are computed once for all strategies.
+
+    `keyword` holds each candidate's BM25 score from the keyword leg (-inf: not returned);
+    without it (image queries) "keyword" is left out and the hybrids rank as their vector
+    strategies, as store.fusion.fuse does for a query without keyword hits.
     """
-    return fused_score_sets(image, text, (strategy,), depth)[strategy]
-
-
-def fused_score_sets(
-    image: np.ndarray, text: np.ndarray, strategies: Sequence[str] = STRATEGIES, depth: int | None = FUSION_DEPTH
-) -> dict[str, np.ndarray]:
-    """fused_scores for several strategies at once (the per-table rankings are computed once)."""
     unknown = [strategy for strategy in strategies if strategy not in STRATEGIES]
     if unknown:
         raise ValueError(f"unknown fusion strategies {unknown}; choose from {STRATEGIES}")
     if image.shape != text.shape or image.ndim != 2:
         raise ValueError(f"image and text scores must be matrices of one shape, got {image.shape} and {text.shape}")
     scores = {"image": np.asarray(image, dtype=np.float64), "text": np.asarray(text, dtype=np.float64)}
-    fused = {strategy: scores[strategy] for strategy in strategies if strategy in MODALITIES}
-    combined = [strategy for strategy in strategies if strategy not in MODALITIES]
+    if keyword is not None:
+        if keyword.shape != image.shape:
+            raise ValueError(f"keyword scores must have the shape {image.shape}, got {keyword.shape}")
+        scores[KEYWORD] = np.asarray(keyword, dtype=np.float64)
+    else:
+        strategies = [strategy for strategy in strategies if strategy != KEYWORD]
+    fused = {strategy: scores[strategy] for strategy in strategies if strategy in scores}
+    combined = [strategy for strategy in strategies if strategy not in scores]
     if not combined:
         return fused
     ranks = {modality: _rank_matrix(values) for modality, values in scores.items()}
@@ -108,11 +134,12 @@ def fused_score_sets(
     returned = anywhere
     if depth is not None:
         returned = {modality: anywhere[modality] & (ranks[modality] <= depth) for modality in scores}
-    listed = returned["image"] | returned["text"]
-    found = anywhere["image"] | anywhere["text"]
-    tier = np.where(listed, 0, np.where(found, 1, 2))
     index = np.broadcast_to(np.arange(image.shape[1]), image.shape)
     for strategy in combined:
+        legs = list(scores) if strategy in KEYWORD_STRATEGIES else list(MODALITIES)
+        listed = np.logical_or.reduce([returned[leg] for leg in legs])
+        found = np.logical_or.reduce([anywhere[leg] for leg in legs])
+        tier = np.where(listed, 0, np.where(found, 1, 2))
         value = np.where(
             listed,
             _combined(strategy, scores, ranks, returned),
@@ -138,18 +165,42 @@ def _positions(order: np.ndarray) -> np.ndarray:
 def _combined(
     strategy: str, scores: dict[str, np.ndarray], ranks: dict[str, np.ndarray], returned: dict[str, np.ndarray]
 ) -> np.ndarray:
-    """store.fusion's fused score (equal weights) of the candidates each table returned."""
+    """store.fusion's fused score (default weights) of the candidates each leg returned."""
+    vector = [m for m in scores if m in MODALITIES]
     if strategy == "raw":
-        return np.maximum(*[np.where(returned[m], values, -np.inf) for m, values in scores.items()])
-    if strategy == "rrf":
-        return sum(np.where(returned[m], 1.0 / (RRF_K + rank), 0.0) for m, rank in ranks.items())
-    parts = []
-    for modality, values in scores.items():
-        # A table that did not return the item counts its lowest returned score (fusion's "min"), 0 if none.
-        lowest = np.where(returned[modality], values, np.inf).min(axis=1, keepdims=True)
-        lowest = np.where(np.isfinite(lowest), lowest, 0.0)
-        parts.append(np.where(returned[modality], values, lowest) / len(scores))
-    return parts[0] + parts[1]
+        return np.maximum(*[np.where(returned[m], scores[m], -np.inf) for m in vector])
+    if strategy in ("rrf", "hybrid_rrf"):
+        legs = vector if strategy == "rrf" else list(scores)
+        weight = {m: 1.0 if strategy == "rrf" else HYBRID_WEIGHTS[m] for m in legs}
+        return sum(np.where(returned[m], weight[m] / (RRF_K + ranks[m]), 0.0) for m in legs)
+    if strategy == "weighted":
+        return sum(_with_lowest(scores[m], returned[m]) / len(vector) for m in vector)
+    # hybrid: the vector legs' raw score (a candidate only the keyword leg returned counts the
+    # lowest) min-max scaled over the listed candidates, plus BM25 over the query's best BM25;
+    # rows without keyword hits keep the raw order.
+    raw = np.maximum(*[np.where(returned[m], scores[m], -np.inf) for m in vector])
+    if KEYWORD not in scores:
+        return raw
+    by_vector = returned["image"] | returned["text"]
+    lowest = np.where(by_vector, raw, np.inf).min(axis=1, keepdims=True)
+    raw = np.where(by_vector, raw, np.where(np.isfinite(lowest), lowest, 0.0))
+    considered = by_vector | returned[KEYWORD]
+    low = np.where(considered, raw, np.inf).min(axis=1, keepdims=True)
+    high = np.where(considered, raw, -np.inf).max(axis=1, keepdims=True)
+    spread = np.where(np.isfinite(high - low) & (high > low), high - low, 1.0)
+    scaled = np.where(high > low, (raw - np.where(np.isfinite(low), low, 0.0)) / spread, 1.0)
+    best = np.where(returned[KEYWORD], scores[KEYWORD], -np.inf).max(axis=1, keepdims=True)
+    best = np.where(np.isfinite(best) & (best > 0), best, 1.0)
+    keyword = np.where(returned[KEYWORD], scores[KEYWORD] / best, 0.0)
+    share = sum(HYBRID_WEIGHTS[m] for m in vector) / sum(HYBRID_WEIGHTS[m] for m in scores)
+    return np.round(share * scaled + (1 - share) * keyword, HYBRID_DECIMALS)
+
+
+def _with_lowest(values: np.ndarray, returned: np.ndarray) -> np.ndarray:
+    """A leg's scores; a candidate it did not return counts its lowest returned score (fusion's "min"), 0 if none."""
+    lowest = np.where(returned, values, np.inf).min(axis=1, keepdims=True)
+    lowest = np.where(np.isfinite(lowest), lowest, 0.0)
+    return np.where(returned, values, lowest)
 
 
 @dataclass
@@ -249,11 +300,15 @@ def evaluate_model(
     depth: int | None = FUSION_DEPTH,
     max_queries: int | None = None,
     seed: int = 0,
+    keyword_scores: KeywordScorer | None = None,
+    judged: EvaluationSet | None = None,
 ) -> tuple[list[TaskResult], list[str]]:
     """Every catalog task for one model; returns the results and notes on what was left out.
 
-    encode_text embeds label queries and captions (None: those tasks are left out);
-    caption_sets are evaluation files already read against the catalog's item ids.
+    encode_text embeds label queries, shopper queries and captions (None: those tasks are left
+    out); caption_sets are evaluation files already read against the catalog's item ids.
+    keyword_scores adds the keyword leg (BM25) to every text-query task, so "keyword" and the
+    hybrid strategies are measured too; `judged` is a shop's own judged query set.
     """
     model = vectors.model
     if not vectors.item_ids:
@@ -270,6 +325,13 @@ def evaluate_model(
             f"model {model}: no label column among {list(label_columns)}, so image_to_image, "
             "text_search and image_search are left out"
         )
+    kinds: list[str] = []
+    if ARTICLE_TYPE in vectors.items.columns:
+        text_sets[SHOPPER_SEARCH], kinds = shopper_queries(vectors.items, seed=seed)
+    else:
+        notes.append(f"model {model}: no {ARTICLE_TYPE!r} column, so {SHOPPER_SEARCH} is left out")
+    if judged is not None:
+        text_sets[JUDGED_SEARCH] = judged
     for name, captions in (caption_sets or {}).items():
         text_sets[f"{CAPTIONS_PREFIX}{name}"] = captions
     if text_sets and encode_text is None:
@@ -278,8 +340,39 @@ def evaluate_model(
         )
         text_sets = {}
     for task_name, query_set in text_sets.items():
-        results += _text_query_task(vectors, task_name, query_set, encode_text, depth, max_queries, seed)
+        task_results = _text_query_task(
+            vectors, task_name, query_set, encode_text, depth, max_queries, seed, keyword_scores
+        )
+        results += task_results
+        if task_name == SHOPPER_SEARCH:
+            results += _per_kind(task_results, query_set.queries, kinds)
     return results, notes
+
+
+def _per_kind(results: list[TaskResult], queries: Sequence[str], kinds: Sequence[str]) -> list[TaskResult]:
+    """Each shopper-search result again per query kind, as task "shopper_search/<kind>"."""
+    kind_of = dict(zip(queries, kinds))
+    split = []
+    for result in results:
+        positions: defaultdict[str, list[int]] = defaultdict(list)
+        for position, query in enumerate(result.queries):
+            positions[kind_of[query]].append(position)
+        for kind in (*SHOPPER_KINDS, *sorted(set(positions) - set(SHOPPER_KINDS))):
+            picked = positions.get(kind)
+            if not picked:
+                continue
+            ranks = [result.ranks[i] for i in picked]
+            split.append(
+                dataclasses.replace(
+                    result,
+                    task=f"{SHOPPER_SEARCH}/{kind}",
+                    metrics=compute_metrics(ranks, ks=RECALL_KS, ndcg_k=NDCG_K),
+                    queries=[result.queries[i] for i in picked],
+                    ranks=ranks,
+                    top=[result.top[i] for i in picked],
+                )
+            )
+    return split
 
 
 def _description_tasks(vectors: ModelVectors, max_queries: int | None, seed: int) -> list[TaskResult]:
@@ -336,16 +429,22 @@ def _text_query_task(
     depth: int | None,
     max_queries: int | None,
     seed: int,
+    keyword_scores: KeywordScorer | None = None,
 ) -> list[TaskResult]:
-    """New text queries (label queries, captions) embedded by the model, fused search per strategy."""
+    """New text queries (label, shopper and judged queries, captions) embedded by the model, fused
+    search per strategy; with `keyword_scores`, the keyword leg and the hybrids too."""
     ids = vectors.item_ids
     chosen = _sampled(len(query_set), max_queries, seed)
-    embedded = encode_text([query_set.queries[i] for i in chosen]) if chosen.size else vectors.text[:0]
+    texts = [query_set.queries[i] for i in chosen]
+    embedded = encode_text(texts) if chosen.size else vectors.text[:0]
+    bm25 = keyword_scores(texts, ids) if keyword_scores is not None and chosen.size else None
     row_of = {query: row for row, query in enumerate(chosen)}
 
     def scores(block: np.ndarray) -> dict[str | None, np.ndarray]:
-        queries = embedded[[row_of[i] for i in block]]
-        return fused_score_sets(queries @ vectors.image.T, queries @ vectors.text.T, depth=depth)
+        rows = [row_of[i] for i in block]
+        queries = embedded[rows]
+        keyword = None if bm25 is None else bm25[rows]
+        return fused_score_sets(queries @ vectors.image.T, queries @ vectors.text.T, depth=depth, keyword=keyword)
 
     relevant = query_set.relevant_indices(ids)
     task = _Task(task_name, "text", "product", query_set.queries, relevant, ids, query_set.skipped)

@@ -9,13 +9,14 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lancedb
 import polars as pl
 
 from fashion_search_pipeline.columns import DESCRIPTION, IMAGE_URI, ITEM_ID
 from fashion_search_pipeline.evaluation.attributes import DEFAULT_ATTRIBUTES, classify_attributes
 from fashion_search_pipeline.evaluation.evaluation_sets import captions_file_set
+from fashion_search_pipeline.evaluation.keyword_scores import keyword_score_matrix
 from fashion_search_pipeline.evaluation.retrieval import (
     DEFAULT_LABEL_COLUMNS,
     FUSION_DEPTH,
@@ -23,11 +24,15 @@ from fashion_search_pipeline.evaluation.retrieval import (
     evaluate_caption_pairs,
     evaluate_model,
 )
+from fashion_search_pipeline.evaluation.shopper_queries import read_judged_queries
 from fashion_search_pipeline.evaluation.vectors import read_model_vectors
-from fashion_search_pipeline.store.tables import ModelTablesMissingError
 from fashion_search_pipeline.evaluation.zero_shot import ZeroShotReport
 from fashion_search_pipeline.models.encoders import encode_images, encode_texts
 from fashion_search_pipeline.models.loading import LoadedClip
+from fashion_search_pipeline.store.tables import ModelTablesMissingError, open_existing_table, table_name
+
+if TYPE_CHECKING:
+    import lancedb
 
 CATALOG_KIND = "catalog"
 CAPTIONS_KIND = "captions"
@@ -67,9 +72,17 @@ def evaluate_catalog(
     attributes: Sequence[str] = DEFAULT_ATTRIBUTES,
     depth: int | None = FUSION_DEPTH,
     max_queries: int | None = None,
+    unavailable: Mapping[str, str] | None = None,
+    judged_queries: bytes | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> Evaluation:
     """Evaluate the <model>__image and <model>__text tables of each named model.
+
+    Text-query tasks include the keyword leg (BM25 over the model's text table) and the
+    shopper-query task; `judged_queries` is a shop's own query file (shopper_queries.read_judged_queries).
+
+    `unavailable` maps models that cannot be loaded here to the reason (and fix): they are
+    noted as "unavailable: <reason>" rather than as models whose embeddings are missing.
 
     `load` returns a model's CLIP, or None when it cannot be loaded here (then only
     the tasks that need no new text embedding run); it is called only for models
@@ -85,7 +98,8 @@ def evaluate_catalog(
         try:
             vectors = read_model_vectors(db, name)
         except ModelTablesMissingError as error:
-            evaluation.notes.append(str(error))
+            reason = (unavailable or {}).get(name)
+            evaluation.notes.append(f"model {name} unavailable: {reason}" if reason else str(error))
             continue
         clip = load(name)
         log(f"evaluating {name}: {len(vectors.item_ids)} items")
@@ -115,6 +129,7 @@ def evaluate_catalog(
                     f"model {name}: evaluation file {file_name}: {caption_set.skipped} captions skipped "
                     f"{dict(sorted(caption_set.skipped_reasons.items()))}, {len(caption_set)} evaluated"
                 )
+        text_table = open_existing_table(db, table_name(name, "text"))
         results, notes = evaluate_model(
             vectors,
             encode_text=encode,
@@ -122,6 +137,8 @@ def evaluate_catalog(
             label_columns=label_columns,
             depth=depth,
             max_queries=max_queries,
+            keyword_scores=partial(keyword_score_matrix, text_table, depth=depth),
+            judged=None if judged_queries is None else read_judged_queries(judged_queries, vectors.items),
         )
         evaluation.results += results
         evaluation.notes += notes

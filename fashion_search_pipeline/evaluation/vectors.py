@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import lancedb
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -16,6 +16,9 @@ from fashion_search_pipeline.store.tables import (
     open_existing_table,
     table_name,
 )
+
+if TYPE_CHECKING:
+    import lancedb
 
 _READ_COLUMNS = (ITEM_ID, IMAGE_URI, DESCRIPTION, MODEL_VERSION, VECTOR)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import open_clip
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING
 
 from fashion_search_pipeline.models.loading import open_clip_name
 from fashion_search_pipeline.models.registry import ModelSpec
+
+if TYPE_CHECKING:
+    pass
 
 TINY_CONFIG = Path(__file__).resolve().parent / "configs" / "fsp-tiny.json"
 # The small architecture domain-clip trains from scratch offline (a ModifiedResNet at 64 px).
@@ -23,6 +23,9 @@ def write_random_checkpoint(architecture: str | Path, path: Path, *, seed: int =
     A .safetensors path writes safetensors, anything else a torch state dict. The same seed gives the
     same bytes, and the file is replaced atomically, so a reader never sees half a checkpoint.
     """
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
     path = Path(path)
     spec = ModelSpec("random-weights", str(architecture), pretrained=str(path))
     with torch.random.fork_rng(devices=[]):

@@ -10,21 +10,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
-import open_clip
-import torch
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import get_session, hf_hub_download, try_to_load_from_cache
-from open_clip.transform import PreprocessCfg, image_transform_v2
 
 from fashion_search_pipeline.config import MODELS_ENV
+from fashion_search_pipeline.models.precision import (
+    Precision,
+    PrecisionChoice,
+    inference_precision,
+    probe_bf16,
+)
 from fashion_search_pipeline.models.registry import DOMAIN_MODEL, HF_HUB_PREFIX, ModelSpec, looks_like_path
+
+if TYPE_CHECKING:
+    import torch
 
 HUB_CONFIG_FILE = "open_clip_config.json"
 HUB_WEIGHTS_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -33,6 +41,8 @@ CPU_BATCH_SIZE = 64
 GPU_BATCH_SIZE = 256
 _FINGERPRINT_CHARS = 16
 _PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
+
+logger = logging.getLogger(__name__)
 
 
 class ModelLoadError(RuntimeError):
@@ -53,10 +63,15 @@ class LoadedClip:
     preprocess: Callable
     tokenizer: Callable
     device: torch.device
-    autocast_dtype: torch.dtype | None
+    precision_choice: PrecisionChoice
     embed_dim: int
     version: str
     batch_size: int
+
+    @property
+    def precision(self) -> Precision:
+        """The weights' dtype and the autocast dtype the encoders run this model at."""
+        return self.precision_choice.precision
 
 
 @dataclass(frozen=True)
@@ -98,25 +113,6 @@ def open_clip_name(spec: ModelSpec) -> str:
     return _resolve_architecture(spec).open_clip_name
 
 
-def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision setting on a device; None means plain fp32.
-
-    "auto" picks fp16 on CUDA and bf16 on CPUs with native bf16 (AVX512-BF16 or AMX); elsewhere fp32,
-    since emulated bf16 is slower than fp32.
-    """
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and _cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
-
-
 def default_batch_size(device: torch.device) -> int:
     """Batch size for a model whose registry entry sets none.
 
@@ -126,12 +122,9 @@ def default_batch_size(device: torch.device) -> int:
     return GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
 
 
-def _cpu_has_native_bf16() -> bool:
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
-
-
 def _load_uncached(spec: ModelSpec) -> LoadedClip:
+    import open_clip
+    from open_clip.transform import PreprocessCfg, image_transform_v2
     if spec.name == DOMAIN_MODEL and spec.pretrained and not Path(spec.pretrained).is_file():
         raise ModelLoadError(
             spec, "it has not been trained here yet: materialize the domain_clip asset (or run `fashion-search demo`)"
@@ -160,20 +153,36 @@ def _load_uncached(spec: ModelSpec) -> LoadedClip:
         ) from exc
     preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
     model.eval()
+    version = _version(spec, architecture, checkpoint)
+    choice = _precision_for(spec, model, tokenizer, device, version)
+    if choice.precision.weights != "fp32":
+        model.to(choice.precision.weights_dtype)  # converted once, here
     return LoadedClip(
         spec=spec,
         model=model,
         preprocess=preprocess,
         tokenizer=tokenizer,
         device=device,
-        autocast_dtype=autocast_dtype_for(spec.precision, device),
+        precision_choice=choice,
         embed_dim=int(architecture.config["embed_dim"]),
-        version=_version(spec, architecture, checkpoint),
+        version=version,
         batch_size=spec.batch_size or default_batch_size(device),
     )
 
 
+def _precision_for(spec: ModelSpec, model: torch.nn.Module, tokenizer: Callable, device: torch.device,
+                   version: str) -> PrecisionChoice:
+    """The spec's precision setting resolved on this device, measuring the model where `auto` needs it."""
+    size = model.visual.preprocess_cfg["size"]
+    side = int(size if isinstance(size, int) else max(size))
+    key = (open_clip_name(spec), version, str(device))
+    choice = inference_precision(spec.precision, device, lambda: probe_bf16(model, tokenizer, side, key=key))
+    logger.log(logging.WARNING if choice.warning else logging.INFO, "model %r runs at %s", spec.name, choice.reason)
+    return choice
+
+
 def _device_for(spec: ModelSpec) -> torch.device:
+    import torch
     if spec.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec.device)
@@ -188,6 +197,7 @@ def _device_for(spec: ModelSpec) -> torch.device:
 
 
 def _resolve_architecture(spec: ModelSpec) -> _Architecture:
+    import open_clip
     architecture = spec.architecture
     if architecture.startswith(HF_HUB_PREFIX):
         repo = _hub_repo(spec, architecture)
@@ -230,6 +240,7 @@ def _register_config(stem: str, config: dict[str, Any]) -> str:
     open_clip knows configs by file name in a global table; naming each by content hash means two
     files that share a name never shadow each other (or a built-in) and an edited file is new.
     """
+    import open_clip
     global _config_folder
     text = json.dumps(config, sort_keys=True)
     name = f"{stem}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
@@ -248,6 +259,7 @@ def _register_config(stem: str, config: dict[str, Any]) -> str:
 
 def _resolve_checkpoint(spec: ModelSpec, architecture: _Architecture) -> tuple[str, dict[str, Any]]:
     """The local checkpoint file for the spec, and the pretrained tag's settings (empty for files)."""
+    import open_clip
     pretrained = spec.pretrained
     if pretrained is None:
         return _hub_file(spec, architecture.hub_repo, HUB_WEIGHTS_FILES), {}
@@ -409,6 +421,7 @@ def _load_error_message(spec: ModelSpec, reason: str, hub_repo: str | None, weig
 
 def _local_architecture_hint(spec: ModelSpec) -> str:
     """The architecture to pair with a local copy of the weights (a tag's QuickGELU must be kept)."""
+    import open_clip
     if spec.architecture.startswith(HF_HUB_PREFIX):
         return f"./weights/{HUB_CONFIG_FILE}"
     pretrained = spec.pretrained or ""

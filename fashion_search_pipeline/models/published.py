@@ -11,6 +11,7 @@ complete: an interrupted training run leaves the previous version registered and
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -18,14 +19,24 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from fashion_search_pipeline.models.registry import (
+    ARCHITECTURE_FILE,
+    CHECKPOINT_FILE,
+    ModelSpec,
+    current_dir,
+    models_dir,
+)
 
-from fashion_search_pipeline.models.registry import ARCHITECTURE_FILE, CHECKPOINT_FILE, current_dir, models_dir
+if TYPE_CHECKING:
+    import torch
+
 
 CARD_JSON = "card.json"
 CARD_MARKDOWN = "card.md"
 _VERSION_CHARS = 16
+VERSIONS_DIR = "versions"
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,10 @@ def publish_model(
     name: str, model: torch.nn.Module, architecture: dict, card: dict, root: Path | None = None
 ) -> PublishedModel:
     """Write a new version of model `name` and make it the registered one."""
+    import torch
+
     buffer = io.BytesIO()
+
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
     weights = buffer.getvalue()
     version = hashlib.sha256(weights).hexdigest()[:_VERSION_CHARS]
@@ -83,7 +97,7 @@ def publish_model(
         CHECKPOINT_FILE: weights,  # last: the registry loads the new version only once all is written
     }
     folder = root or models_dir()
-    version_dir = folder / name / "versions" / version
+    version_dir = folder / name / VERSIONS_DIR / version
     current = current_dir(name, folder)
     for filename, data in files.items():
         _atomic_write(version_dir / filename, data)
@@ -96,3 +110,17 @@ def read_card(name: str, root: Path | None = None) -> dict | None:
     """The registered version's model card, or None when the model has not been published."""
     path = current_dir(name, root) / CARD_JSON
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def version_spec(spec: ModelSpec, version: str) -> ModelSpec | None:
+    """`spec` pointed at an earlier published version of its model, or None when that version is not kept.
+
+    Only specs that load a published model (<name>/current/model.pt) have earlier versions.
+    """
+    if spec.pretrained is None or Path(spec.pretrained).name != CHECKPOINT_FILE:
+        return None
+    current = Path(spec.pretrained).parent
+    folder = current.parent / VERSIONS_DIR / version
+    if current.name != "current" or not (folder / CHECKPOINT_FILE).is_file():
+        return None
+    return dataclasses.replace(spec, architecture=str(folder / ARCHITECTURE_FILE), pretrained=str(folder / CHECKPOINT_FILE))

@@ -14,14 +14,15 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
-from fashion_search_pipeline.config import MODELS_ENV, data_home, models_file
+from fashion_search_pipeline.config import MODELS_ENV, data_home
 
 HF_HUB_PREFIX = "hf-hub:"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -136,9 +137,7 @@ def looks_like_path(value: str) -> bool:
 
 
 def load_registry(path: str | os.PathLike | None = None) -> dict[str, ModelSpec]:
-    """The models by name: from `path`, else the file in FASHION_SEARCH_MODELS, else the built-in defaults."""
-    if path is None:
-        path = models_file()
+    """The models by name: from the registry file `path` (Settings.models_file), else the built-in defaults."""
     if path is None:
         return default_models()
     return _read_registry_file(Path(path).expanduser())
@@ -165,9 +164,22 @@ def _read_registry_file(path: Path) -> dict[str, ModelSpec]:
 
     registry = default_models() if include_defaults else {}
     folder = path.resolve().parent
+    lines = _yaml_model_lines(path) if path.suffix.lower() in (".yaml", ".yml") else {}
     for name, settings in models.items():
-        registry[str(name)] = _spec_from_settings(str(name), settings, folder, where)
+        at = f"{where}, line {lines[str(name)]}" if str(name) in lines else where
+        registry[str(name)] = _spec_from_settings(str(name), settings, folder, at)
     return registry
+
+
+def _yaml_model_lines(path: Path) -> dict[str, int]:
+    """The 1-based line of each model's entry in a YAML registry file, for error messages."""
+    root = yaml.compose(path.read_text(encoding="utf-8"))
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    for key, value in root.value:
+        if key.value == "models" and isinstance(value, yaml.MappingNode):
+            return {str(name.value): name.start_mark.line + 1 for name, _ in value.value}
+    return {}
 
 
 def _parse_file(path: Path) -> Any:

@@ -10,19 +10,26 @@ split by item, held-out text->image MRR and the MRR of a random ranking.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms import Normalize
+
+from fashion_search_pipeline.models.precision import (
+    LAYER_PROBE_ROWS,
+    MIN_SPEEDUP,
+    layer_speeds,
+    training_autocast,
+    widest_linear,
+)
+
+if TYPE_CHECKING:
+    import torch
 
 MIN_PAIRS = 2
 FREEZE_CHOICES = ("none", "image", "text")
@@ -33,6 +40,7 @@ LABEL_ATTRIBUTES = ("colour", "article_type")
 MAX_LOGIT_SCALE = math.log(100.0)
 LOG_INTERVAL_SECONDS = 30.0
 THREAD_PROBE_SECONDS = 60.0
+STEP_PROBE_BATCH = 32
 
 Caption = str | Sequence[str]
 Log = Callable[[str], None]
@@ -47,8 +55,9 @@ class TrainingConfig:
     max_train_seconds: wall-time budget of the whole train_clip call (None: train every epoch).
     num_threads: most CPU threads (None: torch's setting); training switches to one thread while that
     measures faster. device: "auto" (CUDA when available), "cpu" or "cuda". precision: "auto" (bf16
-    autocast on CUDA, fp16 with a gradient scaler where bf16 is unsupported, fp32 on the CPU), "fp32",
-    "bf16" or "fp16" (CUDA only).
+    autocast on CUDA, fp16 with a gradient scaler where bf16 is unsupported; on a CPU bf16 autocast when
+    a measured step is faster, else fp32; see models.precision), "fp32", "bf16" or "fp16" (CUDA only).
+    Master weights are fp32 in every case.
     """
 
     epochs: int = 30
@@ -101,38 +110,9 @@ class TrainResult:
     stopped_by_time_budget: bool
     device: str
     autocast_dtype: str | None
+    precision: str
+    precision_reason: str
     logit_scale: float
-
-
-def holdout_split(item_ids: Sequence[str], holdout_fraction: float = 0.1,
-                  seed: str = "fsp") -> tuple[list[str], list[str]]:
-    """Split item ids into (train, held_out), both sorted.
-
-    An item is held out when the hash of (seed, item_id) falls below holdout_fraction, so its side
-    never depends on the order of the ids, on the other items, or on the run.
-    """
-    if not 0.0 < holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be between 0 and 1 (exclusive), got {holdout_fraction}")
-    ids = list(item_ids)
-    duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)
-    if duplicates:
-        raise ValueError(f"holdout_split got duplicate item ids: {duplicates[:5]}")
-    if len(ids) < MIN_PAIRS:
-        raise ValueError(f"holdout_split needs at least {MIN_PAIRS} items, got {len(ids)}")
-    held_out = sorted(i for i in ids if _holdout_score(seed, i) < holdout_fraction)
-    train = sorted(i for i in ids if _holdout_score(seed, i) >= holdout_fraction)
-    if not held_out or not train:
-        side = "held-out" if not held_out else "training"
-        raise ValueError(
-            f"holdout_split put no item on the {side} side ({len(ids)} items, "
-            f"holdout_fraction={holdout_fraction}); at least {MIN_PAIRS} items with one on each side are "
-            "needed: add items or change holdout_fraction")
-    return train, held_out
-
-
-def _holdout_score(seed: str, item_id: str) -> float:
-    digest = hashlib.sha256(f"{seed}\x00{item_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def text_with_attributes(description: str, attributes: Mapping[str, str | None]) -> str:
@@ -169,52 +149,6 @@ def training_captions(description: str, attributes: Mapping[str, str | None],
     return list(dict.fromkeys(captions))
 
 
-def random_mrr(n: int) -> float:
-    """Expected MRR of a uniformly random ranking of n candidates with one relevant: (1/n) sum 1/r."""
-    if n < 1:
-        raise ValueError(f"random_mrr needs at least 1 candidate, got {n}")
-    return sum(1.0 / r for r in range(1, n + 1)) / n
-
-
-def heldout_mrr(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
-                pairs: Sequence[tuple[bytes, str]], batch_size: int = 128) -> float:
-    """Text->image MRR over held-out pairs: each text ranks its own image among all the pairs' images
-    by cosine (ties: the image listed first ranks higher)."""
-    if len(pairs) < MIN_PAIRS:
-        raise ValueError(f"heldout_mrr needs at least {MIN_PAIRS} held-out pairs, got {len(pairs)}")
-    image_features, text_features = _embed_pairs(model, preprocess, tokenizer, pairs, batch_size)
-    return paired_mrr(text_features @ image_features.T)
-
-
-def paired_mrr(scores: np.ndarray) -> float:
-    """MRR when query i's only relevant candidate is candidate i (scores: queries x candidates;
-    ties: the candidate listed first ranks higher)."""
-    own = scores.diagonal()
-    ahead = (scores > own[:, None]).sum(axis=1)
-    earlier = np.tril(scores == own[:, None], k=-1).sum(axis=1)
-    ranks = 1 + ahead + earlier
-    return float(np.mean(1.0 / ranks))
-
-
-def _embed_pairs(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
-                 pairs: Sequence[tuple[bytes, str]], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    images, texts = [], []
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(pairs), batch_size):
-                chunk = pairs[start:start + batch_size]
-                pixels = torch.stack([preprocess(_decode(data, start + k)) for k, (data, _) in enumerate(chunk)])
-                tokens = tokenizer([text for _, text in chunk])
-                images.append(model.encode_image(pixels.to(device), normalize=True).float().cpu())
-                texts.append(model.encode_text(tokens.to(device), normalize=True).float().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(images).numpy(), torch.cat(texts).numpy()
-
-
 def _decode(data: bytes, index: int) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data)).convert("RGB")
@@ -236,6 +170,7 @@ def train_clip(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable
     included) stays within that budget: the learning-rate schedule follows the clock as well as the
     step count, and training stops, schedule decayed, when the time is spent.
     """
+    import torch
     if len(pairs) < MIN_PAIRS:
         raise ValueError(f"train_clip needs at least {MIN_PAIRS} pairs (contrastive loss), got {len(pairs)}")
     previous_threads = torch.get_num_threads()
@@ -248,9 +183,18 @@ def train_clip(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable
 def _train(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
            pairs: Sequence[tuple[bytes, Caption]], labels: Sequence[Mapping[str, str | None]] | None,
            config: TrainingConfig, report: Log) -> TrainResult:
+    import torch
     started = time.perf_counter()
     device = _resolve_device(config.device)
-    autocast_dtype = _autocast_dtype(config.precision, device)
+    model.to(device=device, dtype=torch.float32).train()  # fp32 master weights, whatever precision
+    if config.freeze == "image":
+        model.lock_image_tower()
+        model.visual.eval()  # batch-norm statistics stay as they are too, the module types unchanged
+    elif config.freeze == "text":
+        model.lock_text_tower()
+    autocast_name, precision_reason = training_autocast(
+        config.precision, device, lambda: _bf16_step_speedup(model, tokenizer, config.batch_size, device))
+    autocast_dtype = getattr(torch, {"bf16": "bfloat16", "fp16": "float16"}[autocast_name]) if autocast_name else None
     generator = torch.Generator().manual_seed(config.seed)
 
     mean, std = _normalization(preprocess)
@@ -266,15 +210,8 @@ def _train(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
     cache_seconds = time.perf_counter() - started
     label_summary = ", ".join(f"{label_set.attribute} ({len(label_set.text_ids)})" for label_set in label_sets)
     report(f"cached {len(pairs)} images {tuple(cache.shape[1:])} and {len(distinct)} distinct texts "
-           f"in {cache_seconds:.1f}s; labels: {label_summary or 'none'}; training on {device}"
-           f"{f' with {autocast_dtype} autocast' if autocast_dtype else ''}")
+           f"in {cache_seconds:.1f}s; labels: {label_summary or 'none'}; training on {device} at {precision_reason}")
 
-    model.to(device).train()
-    if config.freeze == "image":
-        model.lock_image_tower()
-        model.visual.eval()  # batch-norm statistics stay as they are too, the module types unchanged
-    elif config.freeze == "text":
-        model.lock_text_tower()
     optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.learning_rate)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
     n = len(pairs)
@@ -346,6 +283,8 @@ def _train(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
         stopped_by_time_budget=out_of_time,
         device=str(device),
         autocast_dtype=str(autocast_dtype).removeprefix("torch.") if autocast_dtype else None,
+        precision=f"{autocast_name} autocast" if autocast_name else "fp32",
+        precision_reason=precision_reason,
         logit_scale=model.logit_scale.exp().item(),
     )
 
@@ -354,6 +293,7 @@ def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torc
           autocast_dtype: torch.dtype | None, pixels: torch.Tensor, tokens: torch.Tensor,
           caption_ids: torch.Tensor, label_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """One optimisation step on a batch; returns its loss."""
+    import torch
     device = pixels.device
     # every text the step needs (the batch's captions, each label set) is encoded once, even when shared
     needed = torch.cat([caption_ids, *(text_ids for text_ids, _ in label_batches)])
@@ -388,6 +328,7 @@ class _LabelSet:
 def _label_sets(labels: Sequence[Mapping[str, str | None]] | None, n: int,
                 distinct: dict[str, int]) -> list[_LabelSet]:
     """One label set per attribute with at least two values; adds the values' texts to distinct."""
+    import torch
     if labels is None:
         return []
     if len(labels) != n:
@@ -413,6 +354,7 @@ class _ThreadChooser:
     barrier and one thread can train several times faster than two."""
 
     def __init__(self, most: int, enabled: bool, report: Log):
+        import torch
         self.most = most
         self.enabled = enabled and most > 1
         self.report = report
@@ -423,6 +365,7 @@ class _ThreadChooser:
 
     def before_step(self, step: int) -> int:
         """Set and return the thread count for this step (the first step only warms up)."""
+        import torch
         if self.enabled and self.trial is None and step > 0 and time.perf_counter() >= self.next_probe:
             self.trial = {}
         threads = self.chosen if self.trial is None else (self.most, 1)[len(self.trial)]
@@ -453,6 +396,8 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
     The targets' entropy is subtracted, so the loss is 0 when every positive gets its share; with all
     captions distinct this is exactly the standard CLIP loss.
     """
+    import torch
+    import torch.nn.functional as F
     logits = logit_scale * image_features @ text_features.T
     same = (caption_ids[:, None] == caption_ids[None, :]).float()
     targets = same / same.sum(dim=1, keepdim=True)
@@ -464,6 +409,7 @@ def label_loss(image_features: torch.Tensor, label_features: torch.Tensor, logit
                targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of classifying each image among an attribute's label texts by scaled cosine,
     the zero-shot rule; images whose target is -1 (no label) are left out (0 when none has one)."""
+    import torch.nn.functional as F
     known = targets >= 0
     if not bool(known.any()):
         return image_features.sum() * 0.0
@@ -492,6 +438,7 @@ def _silent(message: str) -> None:
 
 
 def _resolve_device(name: str) -> torch.device:
+    import torch
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -499,17 +446,46 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
-        return None
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if precision == "bf16" else torch.float16
+def _bf16_step_speedup(model: torch.nn.Module, tokenizer: Callable, batch_size: int, device: torch.device) -> float:
+    """Speed of a bf16-autocast training step over an fp32 one (forward and backward on random inputs).
+
+    The widest layer's matmul decides first, in milliseconds: where bf16 is emulated the model never
+    runs in it. The model's weights, gradients and batch-norm statistics are left as they were.
+    """
+    import torch
+    layer = widest_linear(model)
+    if layer is not None:
+        fp32, bf16 = layer_speeds(layer, LAYER_PROBE_ROWS)
+        if bf16 / fp32 < MIN_SPEEDUP:
+            return bf16 / fp32
+    size = model.visual.preprocess_cfg["size"]
+    side = int(size if isinstance(size, int) else max(size))
+    rows = min(batch_size, STEP_PROBE_BATCH)
+    pixels = torch.randn(rows, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
+    tokens = tokenizer(["a photo of a product"] * rows).to(device)
+    buffers = {name: value.clone() for name, value in model.named_buffers()}
+
+    def step(dtype: torch.dtype | None) -> float:
+        started = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = model.encode_image(pixels).float().sum() + model.encode_text(tokens).float().sum()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        return time.perf_counter() - started
+
+    step(torch.bfloat16)  # warm-up of both at the measured batch
+    step(None)
+    fp32 = min(step(None), step(None))
+    bf16 = min(step(torch.bfloat16), step(torch.bfloat16))
+    with torch.no_grad():
+        for name, value in model.named_buffers():
+            value.copy_(buffers[name])
+    return fp32 / bf16
 
 
 def _normalization(preprocess: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+    from torchvision.transforms import Normalize
     for transform in getattr(preprocess, "transforms", []):
         if isinstance(transform, Normalize):
             return (torch.tensor(transform.mean, dtype=torch.float32).view(1, 3, 1, 1),
@@ -520,6 +496,7 @@ def _normalization(preprocess: Callable) -> tuple[torch.Tensor, torch.Tensor]:
 def _image_cache(pairs: Sequence[tuple[bytes, Caption]], preprocess: Callable, mean: torch.Tensor,
                  std: torch.Tensor, report: Log) -> torch.Tensor:
     """Every pair's image through preprocess, de-normalised back to uint8 (n, 3, height, width)."""
+    import torch
     cache: torch.Tensor | None = None
     for index, (data, _) in enumerate(pairs):
         pixels = preprocess(_decode(data, index))
@@ -534,6 +511,8 @@ def _image_cache(pairs: Sequence[tuple[bytes, Caption]], preprocess: Callable, m
 def _augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flip and a random crop of 80-100% of the side, resized back, per image
     (float pixels in 0-255, on any device; the randomness comes from the CPU generator)."""
+    import torch
+    import torch.nn.functional as F
     n = pixels.shape[0]
     scale = 0.8 + 0.2 * torch.rand(n, generator=generator)
     flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)

@@ -13,6 +13,17 @@ Strategies:
             similarity) or 0 ("zero")
   image     the image table's hits only
   text      the text table's hits only
+  keyword   the keyword leg's hits only (BM25 over description and attributes, store.keyword)
+  hybrid    keyword + vector: the "raw" score of the vector legs (an item only the keyword leg
+            found counts the lowest), min-max scaled to [0, 1] over the fused items, plus BM25
+            scaled by the best BM25 of the query (0 when the keyword leg missed the item), mixed
+            by the share of the legs' weights (HYBRID_WEIGHTS: vector legs together against
+            keyword); without keyword hits it ranks exactly as "raw"
+  hybrid_rrf  reciprocal-rank fusion over the image, text and keyword legs (HYBRID_WEIGHTS);
+            without keyword hits it ranks exactly as "rrf"
+
+The keyword leg is used by "keyword", "hybrid" and "hybrid_rrf" only; the other strategies
+ignore it.
 """
 
 from __future__ import annotations
@@ -22,8 +33,19 @@ from collections.abc import Mapping
 import polars as pl
 
 from fashion_search_pipeline.columns import ITEM_ID, MATCHED, MODALITIES, RANK, SCORE
+from fashion_search_pipeline.store.keyword import KEYWORD
 
-STRATEGIES = ("raw", "rrf", "weighted", "image", "text")
+STRATEGIES = ("raw", "rrf", "weighted", "image", "text", "keyword", "hybrid", "hybrid_rrf")
+# Strategies that use the keyword leg, and the legs a strategy of one leg reads.
+KEYWORD_STRATEGIES = ("keyword", "hybrid", "hybrid_rrf")
+SINGLE_LEG_STRATEGIES = (*MODALITIES, KEYWORD)
+LEGS = (*MODALITIES, KEYWORD)
+# Weights of the legs in "hybrid" and "hybrid_rrf" (in "hybrid" the vector legs' sum is their
+# share against the keyword leg's). Chosen on the shopper-query task of the shared fashion
+# catalog with domain-clip: keyword weight 8 (vector share 0.2) gave hybrid MRR 0.600 against 1
+# 0.448, 2 0.507, 4 0.573, 12 0.598, 20 0.599 (docs/search-quality.md).
+HYBRID_WEIGHTS = {"image": 1.0, "text": 1.0, KEYWORD: 8.0}
+HYBRID_DECIMALS = 12
 # CatalogSearch's fusion for a model no retrieval evaluation has chosen one for (see
 # store.fusion_choices): the best of `make eval` on the shared fashion catalog with domain-clip
 # (mean MRR of fused text and image search: weighted 0.734, image 0.720, rrf 0.715, raw 0.702,
@@ -31,6 +53,9 @@ STRATEGIES = ("raw", "rrf", "weighted", "image", "text")
 DEFAULT_STRATEGY = "weighted"
 RRF_K = 60
 MISSING_SCORES = ("min", "zero")
+# Hits CatalogSearch fetches per table for each result wanted, so fusion sees items ranked a little
+# lower too (the retrieval evaluation fuses at the same depth).
+CANDIDATES_PER_RESULT = 3
 
 
 def fuse(
@@ -44,8 +69,9 @@ def fuse(
     """Fuse per-modality hits into the top `k` items: item_id, payload columns,
     score, matched ("image", "text" or "image+text") and rank (1-based).
 
-    `weights` (per modality, default equal) apply to "rrf" and "weighted";
-    `missing` chooses how "weighted" scores a modality that missed the item.
+    `results` maps legs ("image", "text", "keyword") to their hits. `weights` (per leg,
+    default equal; HYBRID_WEIGHTS for the hybrid strategies) apply to "rrf", "weighted" and
+    the hybrids; `missing` chooses how "weighted" scores a modality that missed the item.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown fusion strategy {strategy!r}; choose one of {STRATEGIES}")
@@ -53,14 +79,22 @@ def fuse(
         raise ValueError(f"unknown missing-score rule {missing!r}; choose one of {MISSING_SCORES}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    if strategy in MODALITIES:
+    if strategy in SINGLE_LEG_STRATEGIES:
         if strategy not in results:
             raise ValueError(f"fusion strategy {strategy!r} needs {strategy} results; got {sorted(results)}")
         results = {strategy: results[strategy]}
+    elif strategy not in KEYWORD_STRATEGIES or results.get(KEYWORD) is None or results[KEYWORD].height == 0:
+        # No keyword hits (or a strategy that ignores them): the vector legs alone.
+        results = {leg: frame for leg, frame in results.items() if leg != KEYWORD}
+        strategy = {"hybrid": "raw", "hybrid_rrf": "rrf"}.get(strategy, strategy)
+        if weights is not None:
+            weights = {leg: value for leg, value in weights.items() if leg != KEYWORD}
     if not results:
         raise ValueError("no results to fuse")
     modalities = sorted(results, key=_modality_order)
     ranked = {modality: _ranked(modality, results[modality]) for modality in modalities}
+    if weights is None and strategy in KEYWORD_STRATEGIES:
+        weights = {leg: HYBRID_WEIGHTS[leg] for leg in modalities if leg in HYBRID_WEIGHTS}
     weight = _weights(modalities, weights)
 
     wide = pl.concat([frame.select(ITEM_ID) for frame in ranked.values()]).unique()
@@ -92,7 +126,7 @@ def fuse(
 
 
 def _modality_order(modality: str) -> tuple[int, str]:
-    return (MODALITIES.index(modality) if modality in MODALITIES else len(MODALITIES), modality)
+    return (LEGS.index(modality) if modality in LEGS else len(LEGS), modality)
 
 
 def _ranked(modality: str, frame: pl.DataFrame) -> pl.DataFrame:
@@ -128,21 +162,40 @@ def _weights(modalities: list[str], weights: Mapping[str, float] | None) -> dict
 def _fused_score(
     strategy: str, ranked: dict[str, pl.DataFrame], weight: dict[str, float], missing: str
 ) -> pl.Expr:
-    if strategy == "rrf":
+    if strategy in ("rrf", "hybrid_rrf"):
         terms = [
             (weight[modality] / (RRF_K + pl.col(_rank_column(modality)))).fill_null(0.0)
             for modality in ranked
         ]
         return pl.sum_horizontal(terms)
+    if strategy == "hybrid":
+        vector_legs = {leg: frame for leg, frame in ranked.items() if leg != KEYWORD}
+        share = sum(weight[leg] for leg in vector_legs) / sum(weight.values())
+        keyword = pl.col(_score_column(KEYWORD)) / ranked[KEYWORD][SCORE].max()
+        if not vector_legs or share == 0:
+            return keyword.fill_null(0.0)
+        best = pl.max_horizontal([pl.col(_score_column(leg)) for leg in vector_legs])
+        vector = best.fill_null(best.min())
+        scaled = (vector - vector.min()) / (vector.max() - vector.min())
+        scaled = pl.when(vector.max() > vector.min()).then(scaled).otherwise(1.0)
+        # Rounded so that scores equal on paper tie (broken by item_id) whatever the float rounding.
+        return (share * scaled + (1 - share) * keyword.fill_null(0.0)).round(HYBRID_DECIMALS)
     if strategy == "weighted":
-        total = sum(weight.values())
-        terms = []
-        for modality, frame in ranked.items():
-            lowest = frame[SCORE].min()
-            fill = lowest if missing == "min" and lowest is not None else 0.0
-            terms.append(pl.col(_score_column(modality)).fill_null(fill) * (weight[modality] / total))
-        return pl.sum_horizontal(terms)
+        return _weighted(ranked, weight, missing)
     return pl.max_horizontal([pl.col(_score_column(modality)) for modality in ranked])
+
+
+def _weighted(ranked: dict[str, pl.DataFrame], weight: dict[str, float], missing: str) -> pl.Expr:
+    """Weighted mean score; a leg that missed the item counts its lowest score ("min") or 0."""
+    total = sum(weight.values())
+    if total <= 0:
+        return pl.lit(0.0)
+    terms = []
+    for modality, frame in ranked.items():
+        lowest = frame[SCORE].min()
+        fill = lowest if missing == "min" and lowest is not None else 0.0
+        terms.append(pl.col(_score_column(modality)).fill_null(fill) * (weight[modality] / total))
+    return pl.sum_horizontal(terms)
 
 
 def _matched(modalities: list[str]) -> pl.Expr:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import lancedb
 import pyarrow as pa
 
 from fashion_search_pipeline.store.fusion import STRATEGIES
 from fashion_search_pipeline.store.tables import open_existing_table, retry_commit_conflicts
+
+if TYPE_CHECKING:
+    import lancedb
 
 TABLE = "fusion_choices"
 SCHEMA = pa.schema([
@@ -42,7 +45,7 @@ def record_fusion_choices(db: lancedb.DBConnection, choices: Mapping[str, Fusion
     unknown = {model: choice.fusion for model, choice in choices.items() if choice.fusion not in STRATEGIES}
     if unknown:
         raise ValueError(f"unknown fusion strategies {unknown}; choose from {STRATEGIES}")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = pa.Table.from_pylist(
         [
             {"model": model, "fusion": choice.fusion, "mean_mrr": choice.mean_mrr,

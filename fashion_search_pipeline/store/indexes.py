@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-from lancedb.index import FTS, BTree, HnswSq, IvfRq
-from lancedb.query import LanceQueryBuilder
-from lancedb.table import Table
+from typing import TYPE_CHECKING
 
 from fashion_search_pipeline.columns import DESCRIPTION, ITEM_ID, VECTOR
+from fashion_search_pipeline.store.keyword import table_keyword_columns
 from fashion_search_pipeline.store.tables import retry_commit_conflicts
+
+if TYPE_CHECKING:
+    from lancedb.index import HnswSq, IvfRq
+    from lancedb.query import LanceQueryBuilder
+    from lancedb.table import Table
 
 DEFAULT_MIN_ROWS_FOR_ANN = 10_000
 IVF_RQ_MIN_ROWS = 1_000_000
@@ -64,6 +67,7 @@ class VectorIndexPlan:
 
     def config(self) -> HnswSq | IvfRq:
         """The LanceDB index configuration (cosine distance)."""
+        from lancedb.index import HnswSq, IvfRq
         if self.index_type == HNSW_SQ:
             return HnswSq(distance_type=DISTANCE_TYPE, num_partitions=self.num_partitions)
         return IvfRq(
@@ -124,11 +128,14 @@ def nearest_query(table: Table, vector, params: AnnSearchParams | None, *, filte
 def ensure_indexes(table: Table, *, min_rows_for_ann: int = DEFAULT_MIN_ROWS_FOR_ANN) -> dict:
     """Bring the table's indexes up to date and report what was done.
 
-    A BTREE index on item_id (upserts, deletions, lookups), a full-text index on
-    description, and a cosine ANN index on vector once the table has
+    A BTREE index on item_id (upserts, deletions, lookups), a full-text (BM25) index on
+    description and on every attribute column (the keyword leg of hybrid search, see
+    store.keyword), and a cosine ANN index on vector once the table has
     `min_rows_for_ann` rows (rebuilt when the table outgrows its index type).
-    Rows written since an index was built are folded in by `optimize()`.
+    Rows written since an index was built are folded in by `optimize()`, so a new
+    drop's items are found by keyword right after the embeddings run.
     """
+    from lancedb.index import FTS, BTree
     num_rows = table.count_rows()
     columns = table.schema.names
     existing = {tuple(index.columns): index for index in table.list_indices()}
@@ -137,6 +144,9 @@ def ensure_indexes(table: Table, *, min_rows_for_ann: int = DEFAULT_MIN_ROWS_FOR
     report["item_id_index"] = _ensure_simple_index(table, existing, ITEM_ID, BTree())
     if DESCRIPTION in columns:
         report["description_index"] = _ensure_simple_index(table, existing, DESCRIPTION, FTS())
+    keyword = [column for column in table_keyword_columns(table) if column != DESCRIPTION]
+    created = [column for column in keyword if _ensure_simple_index(table, existing, column, FTS()) == "created"]
+    report["keyword_indexes"] = {"columns": keyword, "created": created}
 
     plan = plan_vector_index(num_rows, min_rows_for_ann=min_rows_for_ann)
     current = existing.get((VECTOR,))

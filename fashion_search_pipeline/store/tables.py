@@ -2,31 +2,29 @@
 
 One table per model and modality, named `<model>__<modality>`, keyed by item_id.
 Writes are merge-inserts keyed by item_id, so re-running a write never duplicates
-rows, and concurrent writers (two Dagster runs, a backfill) are safe: table creation
-is serialised (LanceDB's is not atomic), a writer whose rows lack attribute columns
-another writer added null-fills them, and commit conflicts are retried with backoff.
+rows. Concurrent writers (threads, processes, two Dagster deployments, machines sharing
+an s3:// database) are serialised per table by `store.locking`: Lance lets two merge-inserts
+of the same new ids both commit, which duplicated every id. A writer whose rows lack
+attribute columns another writer added null-fills them, and commit conflicts with writers
+outside this code are retried with backoff. Storage errors come back as TableStoreError
+naming the table and the database URI.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
+import logging
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import lancedb
 import polars as pl
 import pyarrow as pa
-from lancedb.expr import col
-from lancedb.table import Table
 
 from fashion_search_pipeline.columns import (
+    ATTRIBUTES,
     CONTENT_HASH,
     DESCRIPTION,
     DROP_ID,
@@ -37,11 +35,11 @@ from fashion_search_pipeline.columns import (
     RESERVED_COLUMNS,
     VECTOR,
 )
-from fashion_search_pipeline.config import lancedb_options_for
+from fashion_search_pipeline.store.locking import table_lock
 
-# JSON object of an item's attribute columns, kept for display next to the
-# top-level attribute columns that `where` filters use.
-ATTRIBUTES = "attributes"
+if TYPE_CHECKING:
+    import lancedb
+    from lancedb.table import Table
 
 TEXT_COLUMNS = (ITEM_ID, DROP_ID, IMAGE_URI, DESCRIPTION, CONTENT_HASH, MODEL, MODEL_VERSION, ATTRIBUTES)
 KEY_COLUMNS = (ITEM_ID, CONTENT_HASH, MODEL_VERSION)
@@ -52,6 +50,7 @@ _RETRYABLE_MARKERS = ("conflict", "concurrent", "already exists", "was not found
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class ModelTablesMissingError(LookupError):
@@ -62,6 +61,29 @@ class SchemaMismatchError(ValueError):
     """Rows that cannot be written to a table without losing or inventing data."""
 
 
+class TableStoreError(RuntimeError):
+    """LanceDB could not reach or change a table; the message names the table and the database URI."""
+
+
+def _store_error(db_uri: str, name: str | None, action: str, error: Exception) -> TableStoreError:
+    where = f"table {name!r} in {db_uri}" if name else f"the LanceDB database {db_uri}"
+    detail = str(error).split(" { ", 1)[0].strip() or type(error).__name__  # Rust debug dumps run for pages
+    return TableStoreError(
+        f"cannot {action} {where}: {detail} (check the URI, the S3 endpoint and credentials, and the network)"
+    )
+
+
+@contextmanager
+def _store_errors(db_uri: str, name: str | None, action: str) -> Iterator[None]:
+    """Re-raise LanceDB's storage errors as TableStoreError naming `name` and `db_uri`."""
+    try:
+        yield
+    except (SchemaMismatchError, TableStoreError, TypeError, KeyError):
+        raise
+    except (OSError, RuntimeError, ValueError) as error:
+        raise _store_error(db_uri, name, action, error) from error
+
+
 def connect(
     db_uri: str,
     storage_options: dict | None = None,
@@ -70,16 +92,28 @@ def connect(
 ) -> lancedb.DBConnection:
     """Open the LanceDB database at `db_uri` (a folder or s3://bucket/prefix).
 
-    Without `storage_options`, S3 URIs use the S3 settings from the environment.
+    `storage_options`: LanceDB's S3 options (Settings.lancedb_options(db_uri)); none for local folders.
     `read_consistency_interval` makes open tables check for other writers' commits
     at most that often (None: a table handle sees its own writes only).
     """
-    options = storage_options if storage_options is not None else lancedb_options_for(str(db_uri))
-    return lancedb.connect(
-        str(db_uri),
-        storage_options=options or None,
-        read_consistency_interval=read_consistency_interval,
-    )
+    import lancedb
+
+    with _store_errors(str(db_uri), None, "connect to"):
+        return lancedb.connect(
+            str(db_uri),
+            storage_options=storage_options or None,
+            read_consistency_interval=read_consistency_interval,
+        )
+
+
+@contextmanager
+def write_lock(db: lancedb.DBConnection, name: str, report: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the write lock of table `name` (see store.locking): every commit to a table takes it.
+
+    `report` hears, every few seconds, what a blocked writer waits for (default: this module's log).
+    """
+    with table_lock(db.uri, name, getattr(db, "storage_options", None), report=report or log.warning):
+        yield
 
 
 def table_name(model: str, modality: str) -> str:
@@ -112,12 +146,13 @@ def embedding_schema(dim: int, attribute_names: Sequence[str]) -> pa.Schema:
 
 def open_existing_table(db: lancedb.DBConnection, name: str) -> Table | None:
     """The table `name`, or None when the database has no such table."""
-    try:
-        return db.open_table(name)
-    except ValueError:
-        if name in db:
-            raise
-        return None
+    with _store_errors(db.uri, name, "open"):
+        try:
+            return db.open_table(name)
+        except ValueError:
+            if name in db:
+                raise
+            return None
 
 
 def embedded_keys(db: lancedb.DBConnection, name: str) -> pl.DataFrame:
@@ -130,24 +165,35 @@ def embedded_keys(db: lancedb.DBConnection, name: str) -> pl.DataFrame:
     missing = [column for column in KEY_COLUMNS if column not in table.schema.names]
     if missing:
         raise SchemaMismatchError(f"table {name!r} lacks the key columns {missing}")
-    keys = table.search().select(list(KEY_COLUMNS)).limit(None).to_arrow()
+    with _store_errors(db.uri, name, "read the keys of"):
+        keys = table.search().select(list(KEY_COLUMNS)).limit(None).to_arrow()
     return pl.concat([empty, pl.from_arrow(keys).cast(pl.Utf8)], how="vertical")
 
 
-def upsert_rows(db: lancedb.DBConnection, name: str, rows: pa.Table) -> int:
+def upsert_rows(
+    db: lancedb.DBConnection, name: str, rows: pa.Table, *, report: Callable[[str], None] | None = None
+) -> int:
     """Insert or replace `rows` in table `name` by item_id; returns the rows written.
 
     Creates the table on first write, adds attribute columns the table lacks
     (null-filled Utf8), null-fills attribute columns the rows lack, and retries
-    commit conflicts with backoff. Re-running the same write changes nothing.
+    commit conflicts with backoff. Re-running the same write changes nothing; each
+    attempt holds the table's write lock, so concurrent writers never duplicate an id.
     """
     prepared = _prepared_rows(name, rows)
     if prepared.num_rows == 0:
         return 0
-    return retry_commit_conflicts(lambda: _upsert_once(db, name, prepared))
+
+    def locked_upsert() -> int:
+        with write_lock(db, name, report), _store_errors(db.uri, name, "write to"):
+            return _upsert_once(db, name, prepared)
+
+    return retry_commit_conflicts(locked_upsert)
 
 
-def delete_items(db: lancedb.DBConnection, name: str, item_ids: Sequence[str]) -> int:
+def delete_items(
+    db: lancedb.DBConnection, name: str, item_ids: Sequence[str], *, report: Callable[[str], None] | None = None
+) -> int:
     """Delete the rows of table `name` whose item_id is in `item_ids`; returns how many.
 
     Ids are passed as typed literals, never spliced into SQL, so any id is safe.
@@ -161,19 +207,53 @@ def delete_items(db: lancedb.DBConnection, name: str, item_ids: Sequence[str]) -
     deleted = 0
     for start in range(0, len(ids), DELETE_CHUNK):
         chunk = ids[start : start + DELETE_CHUNK]
-        result = retry_commit_conflicts(lambda: table.delete(col(ITEM_ID).isin(chunk)))
-        deleted += result.num_deleted_rows
+
+        def locked_delete(chunk=chunk):
+            from lancedb.expr import col
+
+            with write_lock(db, name, report), _store_errors(db.uri, name, "delete from"):
+                table.checkout_latest()
+                return table.delete(col(ITEM_ID).isin(chunk))
+
+        deleted += retry_commit_conflicts(locked_delete).num_deleted_rows
     return deleted
 
 
+def duplicated_item_ids(keys: pl.DataFrame) -> list[str]:
+    """The item ids that occur more than once in `keys` (embedded_keys output), sorted."""
+    counts = keys.group_by(ITEM_ID).len().filter(pl.col("len") > 1)
+    return sorted(counts[ITEM_ID].to_list())
+
+
+def repair_duplicates(db: lancedb.DBConnection, name: str, item_ids: Sequence[str]) -> int:
+    """Keep one row per id of `item_ids` in table `name` (the last written); returns rows removed.
+
+    For tables written before writes were serialised: a merge-insert updates every copy of a
+    duplicated id, so duplicates never went away by themselves. One delete per 2,000 extra
+    copies, under the write lock.
+    """
+    ids = sorted(set(item_ids))
+    if not ids:
+        return 0
+    from lancedb.expr import col
+
+    with write_lock(db, name), _store_errors(db.uri, name, "repair duplicates in"):
+        table = db.open_table(name)
+
+        found = table.search().where(col(ITEM_ID).isin(ids)).select([ITEM_ID]).with_row_id(True).limit(None)
+        copies = pl.from_arrow(found.to_arrow()).sort("_rowid")
+        extra = copies.filter(pl.col("_rowid") != pl.col("_rowid").max().over(ITEM_ID))["_rowid"].to_list()
+        for start in range(0, len(extra), DELETE_CHUNK):  # row ids are integers: nothing to quote
+            table.delete(f"_rowid IN ({', '.join(str(int(row)) for row in extra[start : start + DELETE_CHUNK])})")
+    return len(extra)
+
+
 def _upsert_once(db: lancedb.DBConnection, name: str, rows: pa.Table) -> int:
+    """One write under the table's lock: create the table, or merge-insert into its latest version."""
     table = open_existing_table(db, name)
     if table is None:
-        with _creation_lock(db.uri, name):
-            table = open_existing_table(db, name)
-            if table is None:
-                db.create_table(name, data=rows)
-                return rows.num_rows
+        db.create_table(name, data=rows)
+        return rows.num_rows
     aligned = _aligned_to_table(table, name, rows)
     result = (
         table.merge_insert(ITEM_ID)
@@ -182,26 +262,6 @@ def _upsert_once(db: lancedb.DBConnection, name: str, rows: pa.Table) -> int:
         .execute(aligned)
     )
     return result.num_inserted_rows + result.num_updated_rows
-
-
-@contextmanager
-def _creation_lock(db_uri: str, name: str) -> Iterator[None]:
-    """Serialise table creation across threads and processes of this machine.
-
-    LanceDB does not make creation atomic: of two writers that both find the
-    table missing, the later create is committed as an overwrite of the first
-    one's rows. Writers on other machines (a shared s3:// database) are not
-    covered; create each table from one place first in that setting.
-    """
-    key = hashlib.sha256(f"{db_uri}\0{name}".encode()).hexdigest()[:32]
-    folder = Path(tempfile.gettempdir()) / "fashion-search-table-locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{key}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _prepared_rows(name: str, rows: pa.Table) -> pa.Table:

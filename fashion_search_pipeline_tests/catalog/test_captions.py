@@ -9,6 +9,7 @@ from fashion_search_pipeline.catalog.captions import (
     CaptionsFileError,
     MissingColumnError,
     iter_records,
+    normalize_column_name,
     parse_captions,
     read_captions,
 )
@@ -125,9 +126,38 @@ def test_a_missing_required_column_names_drop_file_and_column(missing):
     assert raised.value.column == missing
 
 
-def test_duplicate_header_names_are_an_error():
-    with pytest.raises(CaptionsFileError, match="two columns named 'colour'"):
+def test_duplicate_header_names_are_an_error_naming_both_headers():
+    with pytest.raises(CaptionsFileError, match="headers 'Colour' and 'colour' that both become column 'colour'"):
         parse("image_path#description#Colour#colour\n")
+
+
+def test_non_ascii_headers_keep_their_letters():
+    frame = parse("image_path#description#Größe#颜色#尺码#Ｃｏｌｏｕｒ\nimages/1.jpg#Tee#M#红#L#Red\n")
+    assert frame.columns[-5:] == ["größe", "颜色", "尺码", "colour", "parse_error"]
+    assert frame.row(0, named=True)["颜色"] == "红"
+
+
+def test_headers_that_still_collide_fail_the_drop_naming_both():
+    with pytest.raises(CaptionsFileError, match=r"'d1'.*headers 'colour size' and 'colour-size'"):
+        parse("image_path#description#colour size#colour-size\n")
+
+
+@pytest.mark.parametrize(
+    ("header", "column"),
+    [
+        ("_distance", "attr__distance"),
+        ("_rowid", "attr__rowid"),
+        ("_score", "attr__score"),
+        ("_relevance_score", "attr__relevance_score"),
+        ("_private", "attr__private"),
+        ("vector", "attr_vector"),
+        ("Score", "attr_score"),
+        ("model_version", "attr_model_version"),
+        ("Item_ID", "item_id"),
+    ],
+)
+def test_reserved_column_names_are_renamed_predictably(header, column):
+    assert normalize_column_name(header) == column
 
 
 @pytest.mark.parametrize("text", ["", "image_path#description#colour\n", "image_path#description#colour"])

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from dagster import instance_for_test
 
+from fashion_search_pipeline.config import Settings
 from fashion_search_pipeline.definitions import build_definitions
 from fashion_search_pipeline.defs.resources import CatalogStorage
 from fashion_search_pipeline.models.checkpoints import TINY_CONFIG, write_random_checkpoint
@@ -41,5 +42,5 @@ def instance():
 
 def make_defs(landing: Path | str, tmp_path: Path, registry: str, storage: CatalogStorage | None = None):
     """Definitions over `landing`, with asset values (and, unless `storage` says otherwise, LanceDB) under tmp_path."""
-    storage = storage or CatalogStorage(landing_uri=str(landing), db_uri=str(tmp_path / "lancedb"))
-    return build_definitions(models_file=registry, storage=storage, assets_uri=str(tmp_path / "assets"))
+    settings = Settings.from_env({}, home=tmp_path, landing=str(landing), models_file=registry)
+    return build_definitions(settings, storage=storage)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lancedb
 import pytest
 import yaml
+from dagster import DagsterEventType
 
 from fashion_search_pipeline.defs.materialize import GraphRunner
 from fashion_search_pipeline.demo_catalog import demo_items, write_drop
@@ -51,7 +52,7 @@ def test_trained_version_is_registered_and_embeddings_follow_a_retrained_version
     assert runner.ok, runner.failures
     assert _table_versions(tmp_path, "text") == {first}
 
-    assert runner.domain_clip({**QUICK, "seed": 1})
+    assert runner.domain_clip({**QUICK, "seed": 1, "force": True})
     second = read_card(DOMAIN_MODEL)["version"]
     assert second != first
     runner.embeddings([DOMAIN_MODEL])
@@ -68,3 +69,24 @@ def test_a_failed_training_run_leaves_the_previous_version_registered(runner):
 
     assert read_card(DOMAIN_MODEL)["version"] == before
     assert load_clip(domain_model_spec()).version == before
+
+
+
+def _failure_messages(instance, run_failure: str) -> str:
+    run_id = run_failure.rsplit("(run ", 1)[1].rstrip(")")
+    events = instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+    return " ".join(event.dagster_event.step_failure_data.error.message for event in events)
+
+
+def test_a_worse_retrain_is_not_published_unless_forced(runner, instance):
+    assert runner.domain_clip(QUICK)
+    registered = read_card(DOMAIN_MODEL)["version"]
+    # A negative margin demands a better held-out MRR than the registered version's by 1.0: impossible.
+    assert not runner.domain_clip({**QUICK, "seed": 1, "publish_margin": -1.0})
+    assert read_card(DOMAIN_MODEL)["version"] == registered
+    assert load_clip(domain_model_spec()).version == registered
+    message = _failure_messages(instance, runner.failures[-1])
+    assert "not published" in message and f"registered version {registered}" in message and "force" in message
+
+    assert runner.domain_clip({**QUICK, "seed": 1, "publish_margin": -1.0, "force": True})
+    assert read_card(DOMAIN_MODEL)["version"] != registered

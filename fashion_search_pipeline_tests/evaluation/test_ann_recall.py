@@ -11,7 +11,9 @@ from fashion_search_pipeline.evaluation.ann_recall import ann_recall_at_k
 from fashion_search_pipeline.store.indexes import ensure_indexes
 from fashion_search_pipeline.store.tables import connect, delete_items, embedding_schema, upsert_rows
 
-TEXT_COLUMNS = ("item_id", "drop_id", "image_uri", "description", "content_hash", "model", "model_version", "attributes")
+TEXT_COLUMNS = (
+    "item_id", "drop_id", "image_uri", "description", "content_hash", "model", "model_version", "attributes"
+)
 
 
 def random_table(db, name: str, n: int, dim: int, *, seed: int = 0, repeat_first: int = 0):

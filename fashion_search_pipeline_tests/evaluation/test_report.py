@@ -11,14 +11,8 @@ import pytest
 from PIL import Image
 
 from fashion_search_pipeline.evaluation.metrics import compute_metrics
-from fashion_search_pipeline.evaluation.report import (
-    best_fusion,
-    best_fusion_per_model,
-    best_model,
-    markdown_image,
-    summary_markdown,
-    write_reports,
-)
+from fashion_search_pipeline.evaluation.recommendation import best_fusion, best_fusion_per_model, best_model
+from fashion_search_pipeline.evaluation.report import markdown_image, summary_markdown, write_reports
 from fashion_search_pipeline.evaluation.retrieval import RECALL_KS, TaskResult
 from fashion_search_pipeline.evaluation.suite import CATALOG_KIND, Evaluation
 
@@ -65,11 +59,13 @@ def test_best_fusion_compares_pairs_on_the_tasks_they_all_have():
 def test_best_fusion_averages_over_every_fused_task_when_all_pairs_have_them():
     results = [r for r in fusion_results() if r.model == "a"]
     recommendation = best_fusion(results)
-    # rrf (1.0 + 0.25) / 2 = 0.625; raw (0.5 + 0.75) / 2 = 0.625 -> tie, raw is listed before rrf.
-    assert (recommendation.strategy, recommendation.mrr) == ("raw", pytest.approx(0.625))
+    # The task mix weighs text_search 0.2 and image_search 0.3 (evaluation.task_mix):
+    # raw (0.2 * 0.5 + 0.3 * 0.75) / 0.5 = 0.65; rrf (0.2 * 1.0 + 0.3 * 0.25) / 0.5 = 0.55.
+    assert (recommendation.strategy, recommendation.mrr) == ("raw", pytest.approx(0.65))
     assert recommendation.tasks == ("text_search", "image_search")
     sentence = recommendation.sentence()
-    assert "Use model `a` with fusion `raw`: mean MRR 0.625 over text_search, image_search" in sentence
+    assert "Use model `a` with fusion `raw`: weighted mean MRR 0.650 over the task mix text_search 0.40, " \
+        "image_search 0.60" in sentence
     assert "CatalogSearch now fuses `a` results with `raw` by default" in sentence
 
 
@@ -143,7 +139,9 @@ def test_reports_are_written_and_readable(tmp_path):
     per_query = pl.read_parquet(files.per_query)
     assert per_query.height == sum(len(r.queries) for r in fusion_results())
     assert per_query.schema["ranks"] == pl.List(pl.Int64)
-    first = per_query.filter((pl.col("model") == "a") & (pl.col("task") == "image_search") & (pl.col("strategy") == "rrf"))
+    first = per_query.filter(
+        (pl.col("model") == "a") & (pl.col("task") == "image_search") & (pl.col("strategy") == "rrf")
+    )
     assert first["first_rank"].to_list() == [4, 4]
 
 

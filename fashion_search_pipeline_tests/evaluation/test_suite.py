@@ -27,9 +27,9 @@ MODEL = "tiny"
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    checkpoint = write_random_checkpoint(TINY_CONFIG, tmp_path_factory.mktemp("model") / "tiny.pt", seed=0)
-    return load_clip(ModelSpec(MODEL, str(TINY_CONFIG), pretrained=str(checkpoint), precision="fp32", batch_size=16))
+def clip(tiny_checkpoint):
+    spec = ModelSpec(MODEL, str(TINY_CONFIG), pretrained=str(tiny_checkpoint), precision="fp32", batch_size=16)
+    return load_clip(spec)
 
 
 def write_images(folder: Path, items) -> dict[str, str]:

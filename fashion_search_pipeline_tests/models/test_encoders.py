@@ -11,11 +11,13 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 from fashion_search_pipeline.models.checkpoints import TINY_CONFIG, write_random_checkpoint
-from fashion_search_pipeline.models.encoders import encode_images, encode_texts, iter_image_batches
+from fashion_search_pipeline.models.encoders import encode_images, encode_texts, iter_image_batches, pixel_plan
 from fashion_search_pipeline.models.loading import LoadedClip, load_clip
+from fashion_search_pipeline.models.precision import BF16_AUTOCAST, FP32, PrecisionChoice
 from fashion_search_pipeline.models.registry import ModelSpec
 
 DATA = Path(__file__).resolve().parents[1].parent.parent / "shared" / "data" / "fashion-catalog" / "drops"
@@ -71,6 +73,7 @@ def test_truncated_text_batches_match_the_full_context(tiny_loaded_clip):
     assert cosines(vectors, full_length_text(tiny_loaded_clip, TEXTS)).min() >= 0.9999
 
 
+@pytest.mark.slow  # builds ViT-B-32
 def test_truncation_is_exact_on_the_vit_b_32_architecture():
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
@@ -80,7 +83,7 @@ def test_truncation_is_exact_on_the_vit_b_32_architecture():
         preprocess=None,
         tokenizer=open_clip.get_tokenizer("ViT-B-32"),
         device=torch.device("cpu"),
-        autocast_dtype=None,
+        precision_choice=PrecisionChoice(FP32, "fp32"),
         embed_dim=512,
         version="random",
         batch_size=64,
@@ -154,7 +157,7 @@ def test_undecodable_image_names_its_key(tiny_loaded_clip):
 
 
 def test_bf16_autocast_stays_close_to_fp32(tiny_loaded_clip):
-    bf16 = dataclasses.replace(tiny_loaded_clip, autocast_dtype=torch.bfloat16)
+    bf16 = dataclasses.replace(tiny_loaded_clip, precision_choice=PrecisionChoice(BF16_AUTOCAST, "bf16 autocast"))
     images = [image_bytes(colour) for colour in ("red", "navy", "olive")] + [gradient_jpeg(128, 96)]
     image_cosines = cosines(encode_images(bf16, images), encode_images(tiny_loaded_clip, images))
     text_cosines = cosines(encode_texts(bf16, TEXTS), encode_texts(tiny_loaded_clip, TEXTS))
@@ -171,3 +174,19 @@ def test_real_catalog_photos(tiny_loaded_clip):
     assert np.isfinite(vectors).all()
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (192, 256), (223, 225), (20, 50), (224, 224)])
+def test_split_preprocessing_gives_open_clips_pixels(size):
+    preprocess = image_transform_v2(PreprocessCfg(size=(224, 224)), is_train=False)
+    plan = pixel_plan(preprocess)
+    image = Image.open(io.BytesIO(gradient_jpeg(*size))).convert("RGB")
+    split = plan.batch([plan.uint8_pixels(image)])[0]
+    assert split.shape == (3, 224, 224)
+    assert (split - preprocess(image)).abs().max() <= 1e-5
+
+
+def test_other_preprocessing_is_left_to_open_clip():
+    for resize_mode in ("squash", "longest"):
+        assert pixel_plan(image_transform_v2(PreprocessCfg(size=224, resize_mode=resize_mode), is_train=False)) is None
+    assert pixel_plan(image_transform_v2(PreprocessCfg(size=(224, 160)), is_train=False)) is None

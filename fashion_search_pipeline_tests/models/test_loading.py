@@ -17,7 +17,6 @@ from fashion_search_pipeline.models.checkpoints import TINY_CONFIG, write_random
 from fashion_search_pipeline.models.encoders import encode_texts
 from fashion_search_pipeline.models.loading import (
     ModelLoadError,
-    autocast_dtype_for,
     checkpoint_fingerprint,
     default_batch_size,
     load_clip,
@@ -51,7 +50,7 @@ def test_load_clip_reads_the_checkpoint_into_an_eval_model(tiny_loaded_clip, tin
     clip = tiny_loaded_clip
     assert clip.spec == tiny_model_spec
     assert clip.device == torch.device("cpu")
-    assert clip.autocast_dtype is None
+    assert clip.precision.label == "fp32" and clip.precision_choice.reason == "fp32: set in the registry"
     assert clip.embed_dim == 32
     assert not clip.model.training
     expected_version = hashlib.sha256(open(tiny_model_spec.pretrained, "rb").read()).hexdigest()[:16]
@@ -172,16 +171,6 @@ def test_unavailable_device_is_a_load_error(tiny_model_spec):
     spec = ModelSpec("gpu-model", tiny_model_spec.architecture, tiny_model_spec.pretrained, device="cuda")
     with pytest.raises(ModelLoadError, match="'gpu-model'.*CUDA is not available"):
         load_clip(spec)
-
-
-def test_precision_settings_map_to_autocast_dtypes():
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert autocast_dtype_for("fp32", cuda) is None
-    assert autocast_dtype_for("bf16", cpu) is torch.bfloat16
-    assert autocast_dtype_for("fp16", cuda) is torch.float16
-    assert autocast_dtype_for("auto", cuda) is torch.float16
-    assert autocast_dtype_for("auto", cpu) in (None, torch.bfloat16)
-    assert autocast_dtype_for("auto", torch.device("mps")) is None
 
 
 def test_batch_size_comes_from_the_registry_or_the_device(tiny_model_spec):

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-
 import pytest
 
-from fashion_search_pipeline.config import MODELS_ENV
+from fashion_search_pipeline.config import MODELS_ENV, Settings
 from fashion_search_pipeline.models.registry import (
     PRETRAINED_MODELS,
-    default_models,
     ModelRegistryError,
     ModelSpec,
+    default_models,
     load_registry,
     looks_like_path,
 )
@@ -58,7 +57,7 @@ def test_yaml_file_resolves_relative_paths_against_its_folder(tmp_path, monkeypa
     assert registry["fashion-clip"] == PRETRAINED_MODELS["fashion-clip"]
 
 
-def test_toml_file_from_the_environment_variable(tmp_path, monkeypatch):
+def test_toml_file_from_the_environment_variable(tmp_path):
     path = tmp_path / "models.toml"
     path.write_text(
         "include_defaults = false\n"
@@ -67,8 +66,8 @@ def test_toml_file_from_the_environment_variable(tmp_path, monkeypatch):
         'pretrained = "/abs/domain.safetensors"\n'
         "batch_size = 16\n"
     )
-    monkeypatch.setenv(MODELS_ENV, str(path))
-    assert load_registry() == {
+    settings = Settings.from_env({MODELS_ENV: str(path)})
+    assert load_registry(settings.models_file) == {
         "domain-clip": ModelSpec(
             "domain-clip", str(tmp_path.resolve() / "arch.json"), "/abs/domain.safetensors", batch_size=16
         )

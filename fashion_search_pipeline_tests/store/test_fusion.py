@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from fashion_search_pipeline.store.fusion import fuse
+from fashion_search_pipeline.store.fusion import HYBRID_WEIGHTS, fuse
 
 IMAGE = pl.DataFrame({
     "item_id": ["a", "b", "c"],
@@ -158,3 +158,63 @@ def test_a_single_modality_strategy_without_its_results_is_an_error():
 def test_results_without_a_score_column_are_named():
     with pytest.raises(ValueError, match=r"text results lack the columns \['score'\]"):
         fuse({"image": IMAGE, "text": TEXT.drop("score")})
+
+
+# ---- the keyword leg and the hybrid strategies ---------------------------------------------------
+
+KEYWORD = pl.DataFrame({
+    "item_id": ["d", "e"],
+    "score": [4.0, 2.0],  # BM25: unbounded, so the hybrids scale it by the query's best
+    "image_uri": ["s3://x/d.jpg", "s3://x/e.jpg"],
+    "colour": ["Black", "White"],
+})
+ALL_LEGS = {**BOTH, "keyword": KEYWORD}
+WEIGHTS = {"image": 1.0, "text": 1.0, "keyword": 2.0}
+
+
+def test_the_hybrids_default_to_the_measured_weights():
+    assert fuse(ALL_LEGS, "hybrid").equals(fuse(ALL_LEGS, "hybrid", weights=HYBRID_WEIGHTS))
+    # keyword weight 8 of 10: the keyword hits lead
+    assert fuse(ALL_LEGS, "hybrid")["item_id"].to_list()[:2] == ["d", "e"]
+
+
+def test_hybrid_mixes_scaled_vector_scores_with_bm25_over_its_best():
+    # raw over the vector legs: a .9, b .8, c .7, d .5; e (keyword only) counts the lowest, .5.
+    # min-max over the fused items (.5 .. .9), then 1/2 of it + 1/2 of BM25 / 4 (weights 1, 1, 2).
+    scaled = {item: (value - 0.5) / 0.4 for item, value in {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.5, "e": 0.5}.items()}
+    bm25 = {"d": 1.0, "e": 0.5}
+    expected = {item: 0.5 * scaled[item] + 0.5 * bm25.get(item, 0.0) for item in scaled}
+    fused = fuse(ALL_LEGS, "hybrid", weights=WEIGHTS)
+    assert fused["item_id"].to_list() == ["a", "d", "b", "c", "e"]  # ties (a, d and c, e) by item_id
+    assert fused["score"].to_list() == pytest.approx([expected[item] for item in fused["item_id"]])
+    assert fused.filter(pl.col("item_id") == "d")["matched"].item() == "text+keyword"
+    assert fused.filter(pl.col("item_id") == "e")["colour"].item() == "White"
+
+
+def test_hybrid_rrf_adds_the_keyword_legs_reciprocal_rank_with_its_weight():
+    fused = fuse(ALL_LEGS, "hybrid_rrf", weights=WEIGHTS)
+    expected = {"b": 1 / 62 + 1 / 61, "a": 1 / 61 + 1 / 63, "d": 1 / 62 + 2 / 61, "c": 1 / 63, "e": 2 / 62}
+    assert fused["item_id"].to_list() == sorted(expected, key=lambda item: -expected[item])
+    assert fused["score"].to_list() == pytest.approx(sorted(expected.values(), reverse=True))
+
+
+def test_without_keyword_hits_the_hybrids_rank_as_their_vector_strategies():
+    empty = KEYWORD.head(0)
+    for hybrid, vector in (("hybrid", "raw"), ("hybrid_rrf", "rrf")):
+        for legs in (BOTH, {**BOTH, "keyword": empty}):
+            assert fuse(legs, hybrid)["item_id"].to_list() == fuse(BOTH, vector)["item_id"].to_list()
+
+
+def test_vector_strategies_ignore_the_keyword_leg_and_keyword_uses_only_it():
+    for strategy in ("raw", "rrf", "weighted", "image", "text"):
+        assert fuse(ALL_LEGS, strategy).equals(fuse(BOTH, strategy))
+    keyword = fuse(ALL_LEGS, "keyword")
+    assert keyword["item_id"].to_list() == ["d", "e"]
+    assert keyword["matched"].to_list() == ["keyword", "keyword"]
+
+
+def test_hybrid_weights_move_the_balance_between_keyword_and_vectors():
+    vectors_heavy = fuse(ALL_LEGS, "hybrid", weights={"image": 1, "text": 1, "keyword": 0.01})
+    keyword_heavy = fuse(ALL_LEGS, "hybrid", weights={"image": 1, "text": 1, "keyword": 100})
+    assert vectors_heavy["item_id"].to_list()[:2] == ["a", "b"]
+    assert keyword_heavy["item_id"].to_list()[:2] == ["d", "e"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
@@ -38,7 +38,7 @@ def test_an_unknown_strategy_is_refused_on_write_and_skipped_on_read(tmp_path):
     db = connect(str(tmp_path / "db"))
     with pytest.raises(ValueError, match="unknown fusion strategies {'a': 'best'}"):
         record_fusion_choices(db, {"a": FusionChoice("best", 0.9, ())})
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = [
         {"model": "a", "fusion": "from-a-newer-version", "mean_mrr": 0.9, "tasks": "", "evaluated_at": now},
         {"model": "b", "fusion": "image", "mean_mrr": 0.4, "tasks": "", "evaluated_at": now},

@@ -126,6 +126,7 @@ def test_ann_index_recall_at_10_matches_exact_search(db):
     assert ensure_indexes(table)["vector_index_action"] == "present"
 
 
+@pytest.mark.slow  # builds two ANN indexes on a large table
 def test_a_table_outgrowing_ivf_hnsw_sq_is_rebuilt_as_ivf_rq_with_high_recall(db, monkeypatch):
     # Isotropic noise around 40 centres: neighbours barely stand out, the hard case for quantisers.
     vectors = clustered_unit_vectors(20_000, 128)
@@ -145,3 +146,14 @@ def test_a_table_outgrowing_ivf_hnsw_sq_is_rebuilt_as_ivf_rq_with_high_recall(db
         for query in queries
     )
     assert found / (10 * len(queries)) >= 0.95
+
+
+def test_ensure_indexes_builds_a_full_text_index_on_every_attribute_column(db):
+    rows = embedding_rows(["a", "b"], attributes={"colour": ["Red", "Blue"], "article_type": ["Tops", "Caps"]})
+    upsert_rows(db, "tiny__text", rows)
+    table = db.open_table("tiny__text")
+    report = ensure_indexes(table)
+    assert report["keyword_indexes"] == {"columns": ["colour", "article_type"], "created": ["colour", "article_type"]}
+    full_text = {tuple(index.columns) for index in table.list_indices() if index.index_type == "FTS"}
+    assert full_text == {("description",), ("colour",), ("article_type",)}
+    assert ensure_indexes(table)["keyword_indexes"]["created"] == []

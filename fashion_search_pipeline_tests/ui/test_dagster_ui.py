@@ -14,6 +14,7 @@ import polars as pl
 from dagster import Definitions
 from playwright.sync_api import Page, expect
 
+from fashion_search_pipeline.config import Settings
 from fashion_search_pipeline.definitions import build_definitions
 from fashion_search_pipeline.demo_catalog import demo_items, write_drop
 from fashion_search_pipeline_tests.ui.conftest import DROP_ID, GOOD_ITEMS
@@ -28,7 +29,7 @@ RUN_TIMEOUT_MS = 420_000
 
 def _code_location(ui_home: Path) -> Definitions:
     """The definitions `dagster dev` serves (same registry file), to know what the UI must show."""
-    return build_definitions(models_file=str(ui_home / "models.yaml"))
+    return build_definitions(Settings.from_env({}, home=ui_home, models_file=str(ui_home / "models.yaml")))
 
 
 def _node_label(name: str) -> re.Pattern:

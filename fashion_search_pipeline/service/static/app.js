@@ -1,0 +1,130 @@
+// The search page: talks to /v1 only; no build step, no dependencies.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { query: null, offset: 0, filters: {} };
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  const body = await response.json().catch(() => ({ detail: response.statusText }));
+  if (!response.ok) {
+    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    throw new Error(`${response.status}: ${detail}`);
+  }
+  return body;
+}
+
+async function loadModels() {
+  const { models, default: chosen, fusions } = await api("/v1/models");
+  $("model").replaceChildren(...models.map((m) => new Option(`${m.name} (${m.fusion})`, m.name, false, m.name === chosen)));
+  $("fusion").append(...fusions.map((name) => new Option(name, name)));
+  await loadFacets();
+}
+
+async function loadFacets() {
+  const { facets } = await api(`/v1/facets?model=${encodeURIComponent($("model").value)}`);
+  state.filters = {};
+  $("facets").replaceChildren(...Object.entries(facets).filter(([, values]) => values.length > 1).map(([name, values]) => {
+    const box = document.createElement("fieldset");
+    const legend = document.createElement("legend");
+    legend.textContent = name;
+    const select = document.createElement("select");
+    select.dataset.attribute = name;
+    select.setAttribute("aria-label", name);
+    select.append(new Option("any", ""), ...values.map((v) => new Option(`${v.value} (${v.count})`, v.value)));
+    select.addEventListener("change", () => {
+      if (select.value) state.filters[name] = select.value; else delete state.filters[name];
+      if (state.query) run(state.query, 0);
+    });
+    box.append(legend, select);
+    return box;
+  }));
+}
+
+function options(offset) {
+  return { model: $("model").value || null, fusion: $("fusion").value || null, k: Number($("k").value), offset,
+           filters: state.filters, collapse: true };
+}
+
+async function request(query, offset) {
+  if (query.file) {
+    const form = new FormData();
+    const o = options(offset);
+    form.append("image", query.file);
+    for (const key of ["model", "fusion", "k", "offset", "collapse"]) if (o[key] !== null) form.append(key, String(o[key]));
+    form.append("filters", JSON.stringify(o.filters));
+    return api("/v1/search/image", { method: "POST", body: form });
+  }
+  const body = { ...options(offset), ...(query.text ? { text: query.text } : { item_id: query.itemId }) };
+  return api("/v1/search", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+}
+
+async function run(query, offset) {
+  state.query = query;
+  $("error").hidden = true;
+  $("status").textContent = "Searching…";
+  const chip = $("query-chip");
+  chip.hidden = !!query.text;
+  chip.textContent = query.file ? `Photo: ${query.file.name}` : query.itemId ? `More like ${query.itemId}` : "";
+  try {
+    const started = performance.now();
+    const answer = await request(query, offset);
+    const elapsed = performance.now() - started;
+    if (offset === 0) $("results").replaceChildren();
+    $("results").append(...answer.products.map(render));
+    state.offset = offset + answer.products.length;
+    $("more").hidden = !answer.has_more;
+    $("status").textContent = `${state.offset} products · model ${answer.model} · version ${answer.model_version} · ` +
+      `fusion ${answer.fusion} · ${answer.timings_ms.total.toFixed(0)} ms server, ${elapsed.toFixed(0)} ms in all`;
+  } catch (error) {
+    $("status").textContent = "";
+    $("error").textContent = error.message;
+    $("error").hidden = false;
+  }
+}
+
+function render(product) {
+  const item = $("product-template").content.firstElementChild.cloneNode(true);
+  item.dataset.itemId = product.item_id;
+  const img = item.querySelector("img");
+  img.src = `${product.thumbnail_url}?size=256`;
+  img.alt = product.description || product.item_id;
+  item.querySelector(".description").textContent = product.description || product.item_id;
+  item.querySelector(".score").textContent = `score ${product.score.toFixed(3)}`;
+  item.querySelector(".matched").textContent = `matched ${product.matched}` +
+    (product.variants ? ` · +${product.variants} variants` : "");
+  item.querySelector(".attributes").textContent = Object.values(product.attributes).join(" · ");
+  item.querySelector(".like").addEventListener("click", () => {
+    window.scrollTo(0, 0);
+    run({ itemId: product.item_id }, 0);
+  });
+  return item;
+}
+
+$("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("query").value.trim();
+  if (text) run({ text }, 0);
+});
+$("image-input").addEventListener("change", () => {
+  const file = $("image-input").files[0];
+  if (file) run({ file }, 0);
+});
+$("more").addEventListener("click", () => run(state.query, state.offset));
+$("model").addEventListener("change", async () => { await loadFacets(); if (state.query) run(state.query, 0); });
+for (const id of ["k", "fusion"]) $(id).addEventListener("change", () => { if (state.query) run(state.query, 0); });
+
+// Drag-and-drop a photo anywhere on the page.
+let dragDepth = 0;
+document.addEventListener("dragenter", (event) => { event.preventDefault(); dragDepth += 1; $("drop-zone").hidden = false; });
+document.addEventListener("dragover", (event) => event.preventDefault());
+document.addEventListener("dragleave", () => { dragDepth -= 1; if (dragDepth <= 0) { dragDepth = 0; $("drop-zone").hidden = true; } });
+document.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dragDepth = 0;
+  $("drop-zone").hidden = true;
+  const file = event.dataTransfer.files[0];
+  if (file && file.type.startsWith("image/")) run({ file }, 0);
+});
+
+loadModels().catch((error) => { $("error").textContent = error.message; $("error").hidden = false; });

@@ -1,0 +1,104 @@
+"""The search page in Debian's Chromium (Playwright): type a query, upload a photo, filter, page, more like this."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import expect, sync_playwright
+
+from fashion_search_pipeline_tests.service.conftest import DROP_ID
+from fashion_search_pipeline_tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS
+
+
+@pytest.fixture(scope="module")
+def browser_page(service, tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (Debian's chromium package)")
+    expect.set_options(timeout=20_000)
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900},
+        )
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        try:
+            yield page
+        finally:
+            context.close()
+
+
+def test_a_shopper_searches_uploads_filters_pages_and_asks_for_more_like_this(
+    browser_page, service, service_home, artifacts
+):
+    page = browser_page
+    page.goto(service.url, wait_until="networkidle")
+    expect(page.locator("#model option")).to_have_count(1)
+    results = page.locator("#results .product")
+
+    page.fill("#query", "red dress")
+    page.click("#search-button")
+    expect(results).to_have_count(24)
+    expect(page.locator("#status")).to_contain_text("model tiny · version ")
+    expect(page.locator("#status")).to_contain_text("fusion weighted")
+    expect(results.first.locator("img")).to_have_js_property("complete", True)
+    page.wait_for_function("[...document.querySelectorAll('#results img')].slice(0, 8).every(i => i.naturalWidth > 0)")
+    page.screenshot(path=str(artifacts / "1-text-search.png"))
+
+    page.click("#more")  # the next page is appended
+    expect(results).to_have_count(catalog_rows(service.url))
+    expect(page.locator("#more")).to_be_hidden()
+
+    page.select_option("select[data-attribute='colour']", "Red")
+    expect(page.locator("#results .product .attributes").first).to_contain_text("Red")
+    colours = page.locator("#results .product .attributes").all_inner_texts()
+    assert colours and all("Red" in text for text in colours)
+    page.screenshot(path=str(artifacts / "2-filtered.png"))
+    page.select_option("select[data-attribute='colour']", "")
+
+    photo = service_home / "landing" / "drops" / DROP_ID / "images" / "shoes-blue-1.jpg"
+    page.select_option("#fusion", "image")  # random weights: only the image table ranks the photo itself first
+    page.set_input_files("#image-input", str(photo))
+    expect(page.locator("#query-chip")).to_have_text("Photo: shoes-blue-1.jpg")
+    expect(results.first).to_have_attribute("data-item-id", "shoes-blue-1")
+    page.screenshot(path=str(artifacts / "3-photo-search.png"))
+
+    second = results.nth(1)
+    neighbour = second.get_attribute("data-item-id")
+    second.locator(".like").click()
+    expect(page.locator("#query-chip")).to_have_text(f"More like {neighbour}")
+    page.wait_for_function(
+        "id => document.getElementById('status').textContent.includes('products')"
+        " && ![...document.querySelectorAll('#results .product')].some(p => p.dataset.itemId === id)",
+        arg=neighbour,
+    )
+    expect(results).to_have_count(24)
+    page.screenshot(path=str(artifacts / "4-more-like-this.png"))
+
+
+def test_the_page_drops_a_photo_and_fits_a_phone(browser_page, service, service_home, artifacts):
+    page = browser_page
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(service.url, wait_until="networkidle")
+    page.select_option("#fusion", "image")
+    photo = (service_home / "landing" / "drops" / DROP_ID / "images" / "cap-green-1.jpg").read_bytes()
+    transfer = page.evaluate_handle(
+        """bytes => { const t = new DataTransfer();
+                      t.items.add(new File([new Uint8Array(bytes)], 'dropped.jpg', {type: 'image/jpeg'}));
+                      return t; }""",
+        list(photo),
+    )
+    page.dispatch_event("body", "dragenter", {"dataTransfer": transfer})
+    expect(page.locator("#drop-zone")).to_be_visible()
+    page.dispatch_event("body", "drop", {"dataTransfer": transfer})
+    expect(page.locator("#results .product").first).to_have_attribute("data-item-id", "cap-green-1")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling on a phone
+    page.screenshot(path=str(artifacts / "5-phone.png"))
+
+
+def catalog_rows(url: str) -> int:
+    """Products in the image table now (test_freshness may have added a drop)."""
+    (model,) = requests.get(f"{url}/v1/models", timeout=10).json()["models"]
+    return model["tables"]["image"]["rows"]
