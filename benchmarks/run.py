@@ -32,6 +32,7 @@ from benchmarks import (
     ray_engine,
     service_load,
     text_embedding,
+    training_precision,
 )
 from benchmarks.report import Row, render, write_json
 from fashion_search_pipeline import columns as C
@@ -88,10 +89,11 @@ class Profile:
     incremental_items: int
     incremental_rounds: int
     precision_rounds: int
+    training_epochs: int
 
 
-FULL = Profile("full", 3, 64, 256, 4, 64, 1_000_000, 1_000_000, 200, 100, (10_000, 50_000), 2_000, 5, 3)
-QUICK = Profile("quick", 1, 16, 64, 2, 32, 100_000, 20_000, 50, 20, (2_000, 10_000), 300, 3, 1)
+FULL = Profile("full", 3, 64, 256, 4, 64, 1_000_000, 1_000_000, 200, 100, (10_000, 50_000), 2_000, 5, 3, 10)
+QUICK = Profile("quick", 1, 16, 64, 2, 32, 100_000, 20_000, 50, 20, (2_000, 10_000), 300, 3, 1, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +188,7 @@ def _run(profile: Profile, catalog_folder: Path, work: Path) -> dict:
         [_read_bytes(uri) for uri in catalog[C.IMAGE_URI].to_list()[:16]], work,
         seconds=5.0 if profile.name == "quick" else 20.0, sequential_queries=profile.text_queries + 1, log=log,
     )
+    results["training_precision"] = training_precision.run(catalog, _read_bytes, work, profile.training_epochs, log)
     results["memory"] = memory.run(work, profile.memory_sizes, log)
     results["incremental_drop"] = incremental_drop.run(work, profile.incremental_items, log,
                                                        rounds=profile.incremental_rounds)
@@ -198,7 +201,7 @@ def _run(profile: Profile, catalog_folder: Path, work: Path) -> dict:
 def table_rows(results: dict) -> list[Row]:
     """The table: each figure next to what it is compared with."""
     return [*_image_rows(results), *_image_profile_rows(results), *_precision_rows(results), *_text_rows(results),
-            *_query_rows(results), *service_load.rows(results), *_memory_and_incremental_rows(results),
+            *_query_rows(results), *service_load.rows(results), *training_precision.rows(results), *_memory_and_incremental_rows(results),
             *ray_engine.rows(results), *definitions_import.rows(results)]
 
 

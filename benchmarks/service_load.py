@@ -62,7 +62,10 @@ def run(
     log(f"service load: in-process CatalogSearch.text p50 {in_process['p50_ms']:.1f} ms")
     results = {"in_process": in_process, "clients": CLIENTS, "seconds": seconds, "rows": _rows(db_uri, clip)}
     for name, window_ms in (("batched", None), ("unbatched", 0.0)):
-        with _Service(db_uri, registry, work / f"serve-{name}.log", window_ms) as service:
+        options = ["--db", db_uri, "--models", str(registry)]
+        if window_ms is not None:
+            options += ["--batch-window-ms", str(window_ms)]
+        with ServiceProcess(work / f"serve-{name}.log", options) as service:
             if name == "batched":
                 results["sequential"] = _sequential(service.url, texts[:sequential_queries])
                 log(f"service load: one client p50 {results['sequential']['p50_ms']:.1f} ms")
@@ -139,7 +142,7 @@ def _sequential(url: str, texts: Sequence[str]) -> dict:
     return _percentiles(latencies)
 
 
-def _closed_loop(service: _Service, texts: Sequence[str], photos: Sequence[bytes], clients: int,
+def _closed_loop(service: ServiceProcess, texts: Sequence[str], photos: Sequence[bytes], clients: int,
                  seconds: float) -> dict:
     """`clients` threads, each sending its next query when the last is answered, for `seconds`."""
     encoded = [base64.b64encode(photo).decode() for photo in photos]
@@ -187,38 +190,59 @@ def _closed_loop(service: _Service, texts: Sequence[str], photos: Sequence[bytes
     }
 
 
-class _Service:
-    """`fashion-search serve` in its own process on a free port (stopped on exit)."""
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    def __init__(self, db_uri: str, registry: Path, log: Path, batch_window_ms: float | None):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        command = [sys.executable, "-m", "fashion_search_pipeline.cli", "serve", "--port", str(port),
-                   "--db", db_uri, "--models", str(registry), "--log-level", "warning"]
-        if batch_window_ms is not None:
-            command += ["--batch-window-ms", str(batch_window_ms)]
+
+class ServiceProcess:
+    """`fashion-search serve` in its own process group on a free 127.0.0.1 port: started, waited for
+    (`/readyz` 200) on entering, its RSS read, stopped on exit (SIGTERM, then SIGKILL). The tests use it too.
+
+    options: more `serve` options (--db, --models, ...). env: the process's environment (default: this one's).
+    """
+
+    def __init__(self, log: Path, options: Sequence[str] = (), *, env: dict[str, str] | None = None,
+                 startup_timeout_s: float = STARTUP_TIMEOUT_S):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        self.startup_timeout_s = startup_timeout_s
+        command = [sys.executable, "-m", "fashion_search_pipeline.cli", "serve", "--port", str(self.port),
+                   "--log-level", "warning", *options]
         with open(log, "wb") as output:
-            self.process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
                                             start_new_session=True)
 
-    def __enter__(self) -> _Service:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited with {self.process.returncode}; see {self.log}")
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        self.__exit__()
-        raise TimeoutError(f"the service was not ready within {STARTUP_TIMEOUT_S}s; see {self.log}")
+    def __enter__(self) -> ServiceProcess:
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def wait_ready(self) -> None:
+        """Block until `/readyz` answers 200; fails when the process exits or the startup timeout passes."""
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the service exited with {self.process.returncode}; {self.log}: {self._log_tail()}")
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"the service was not ready within {self.startup_timeout_s}s; {self.log}: {self._log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM to the process group, SIGKILL if it has not exited within 30 s."""
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=30)
@@ -229,8 +253,12 @@ class _Service:
             pass
 
     def rss_bytes(self) -> int:
+        """The service process's resident memory now."""
         with open(f"/proc/{self.process.pid}/status") as status:
             return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) * 1024
+
+    def _log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
 
 
 def _percentiles(seconds: list[float]) -> dict:

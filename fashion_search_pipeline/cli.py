@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from fashion_search_pipeline.config import HOME_ENV, Settings
+from fashion_search_pipeline.config import Settings
 from fashion_search_pipeline.store.fusion import STRATEGIES
 
 DEMO_QUERIES = ("red dress", "blue trousers", "black shoes", "yellow cap")
@@ -133,15 +133,21 @@ def _runner(settings: Settings, total_runs: int, description: str):
     return runner, progress
 
 
-def _loadable_models(models_file: str | None, log: Callable[[str], None]) -> list[str]:
+def _registry(settings: Settings) -> dict:
+    """The models of settings' registry file (or the built-in ones), published ones under settings.models_dir."""
+    from fashion_search_pipeline.models.registry import load_registry
+
+    return load_registry(settings.models_file, models_root=settings.models_dir)
+
+
+def _loadable_models(settings: Settings, log: Callable[[str], None]) -> list[str]:
     """The registry's models that load here; the others are reported with the reason."""
     from tqdm import tqdm
 
     from fashion_search_pipeline.models.loading import ModelLoadError, load_clip
-    from fashion_search_pipeline.models.registry import load_registry
 
     usable = []
-    for name, spec in tqdm(sorted(load_registry(models_file).items()), desc="loading models", unit="model",
+    for name, spec in tqdm(sorted(_registry(settings).items()), desc="loading models", unit="model",
                            file=sys.stderr, leave=False):
         try:
             load_clip(spec)
@@ -234,7 +240,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     with _time_budget_bar(args.train_seconds, f"training {DOMAIN_MODEL}"):
         runner.domain_clip({**DEMO_TRAINING, "max_train_seconds": args.train_seconds})
     _print_card(settings)
-    models = _loadable_models(settings.models_file, print)
+    models = _loadable_models(settings, print)
     embedding = _RunProgress(2 * len(models) + 1, "embedding + evaluation")
     runner.log = embedding.log
     runner.embeddings(models)
@@ -265,14 +271,14 @@ def cmd_materialize(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(str(error)) from error
     if not drop_ids:
         raise UsageError(f"no drops found under {settings.landing}/drops/ (check --landing)")
-    models = args.model or _loadable_models(settings.models_file, print)
+    models = args.model or _loadable_models(settings, print)
     _known_models(settings, models)
     print(f"drops: {', '.join(drop_ids)}; models: {', '.join(models) or '(none loadable)'}")
-    from fashion_search_pipeline.dagster_home import reporting_pool_waits
+    from fashion_search_pipeline.dagster_home import reporting_pool_waits, stopping_on_sigterm
 
     runner, progress = _runner(settings, len(drop_ids) + 1 + 2 * len(models), "materialize")
     try:
-        with reporting_pool_waits(runner.instance):
+        with stopping_on_sigterm(), reporting_pool_waits(runner.instance):
             runner.drops(drop_ids)
             if runner.catalog():
                 runner.embeddings(models)
@@ -285,9 +291,7 @@ def cmd_materialize(args: argparse.Namespace, settings: Settings) -> int:
 
 def _known_models(settings: Settings, names: list[str]) -> None:
     """Raise UsageError for names the registry does not have."""
-    from fashion_search_pipeline.models.registry import load_registry
-
-    registry = load_registry(settings.models_file)
+    registry = _registry(settings)
     unknown = [name for name in names if name not in registry]
     if unknown:
         raise UsageError(f"unknown model(s) {', '.join(map(repr, unknown))}; registered: {', '.join(sorted(registry))}")
@@ -343,10 +347,9 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     """List the registry's models: loadable here or not (and why), table versions and row counts."""
     from fashion_search_pipeline.columns import MODALITIES, MODEL_VERSION
     from fashion_search_pipeline.models.availability import registry_availability
-    from fashion_search_pipeline.models.registry import load_registry
     from fashion_search_pipeline.store.tables import connect, open_existing_table, table_name
 
-    specs = load_registry(settings.models_file)
+    specs = _registry(settings)
     has_db = "://" in settings.db or Path(settings.db).is_dir()
     db = connect(settings.db, settings.lancedb_options(settings.db)) if has_db else None
     rows = []
@@ -380,23 +383,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         os.environ, home=home, landing=str(catalog), db=str(home / "lancedb"), assets=str(home / "assets"),
         dagster_home=home / "dagster", models_file=args.models,
     )
-    with _published_models_under(home):
-        return _evaluate(args, settings, home, catalog, started)
-
-
-@contextlib.contextmanager
-def _published_models_under(home: Path):
-    """models.registry still finds published models (domain-clip) under $FASHION_SEARCH_HOME: point it at
-    `home` for this command only."""
-    saved = os.environ.get(HOME_ENV)
-    os.environ[HOME_ENV] = str(home)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(HOME_ENV, None)
-        else:
-            os.environ[HOME_ENV] = saved
+    return _evaluate(args, settings, home, catalog, started)
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings, home: Path, catalog: Path, started: float) -> int:
@@ -411,10 +398,9 @@ def _evaluate(args: argparse.Namespace, settings: Settings, home: Path, catalog:
     from fashion_search_pipeline.evaluation.report import SUMMARY_FILE, write_reports
     from fashion_search_pipeline.evaluation.suite import evaluate_captions_folder
     from fashion_search_pipeline.models.loading import load_clip
-    from fashion_search_pipeline.models.registry import DOMAIN_MODEL, load_registry
+    from fashion_search_pipeline.models.registry import DOMAIN_MODEL
 
-    models_file = settings.models_file
-    if models_file is None:
+    if settings.models_file is None:
         models_file, reference = _write_demo_registry(home)
         settings = dataclasses.replace(settings, models_file=models_file)
         print(f"no model registry given: the built-in models plus '{reference}' (random weights, chance level)")
@@ -434,7 +420,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings, home: Path, catalog:
             with _time_budget_bar(args.train_seconds, f"training {DOMAIN_MODEL}"):
                 runner.domain_clip({"max_train_seconds": args.train_seconds})
             _print_card(settings)
-        models = args.model or _loadable_models(models_file, print)
+        models = args.model or _loadable_models(settings, print)
         _known_models(settings, models)
         print(f"models: {', '.join(models) or '(none loadable)'}")
         embedding = _RunProgress(2 * len(models), "embeddings")
@@ -458,8 +444,8 @@ def _evaluate(args: argparse.Namespace, settings: Settings, home: Path, catalog:
 
     captioned = Path(args.captions_dataset).expanduser().resolve()
     if (captioned / "captions.csv").is_file():
-        models = args.model or _loadable_models(models_file, lambda _: None)
-        registry = load_registry(models_file)
+        models = args.model or _loadable_models(settings, lambda _: None)
+        registry = _registry(settings)
         clips = {name: load_clip(registry[name]) for name in tqdm(models, desc="loading models", file=sys.stderr)}
         print(f"\n== captioned images {captioned}")
         evaluation = evaluate_captions_folder(captioned, clips, max_queries=args.max_queries, log=print)

@@ -12,6 +12,9 @@
                             S3 access, for any S3-compatible store
     DAGSTER_HOME            the Dagster instance (default $HOME/dagster)
 
+Published models (domain-clip) live under $HOME/models (Settings.models_dir); the code location keeps
+a copy of the last registry file that loaded as $HOME/models.last-good.yaml (see definitions).
+
 Only `Settings.from_env` reads these variables; everything else takes a Settings (or its S3Settings).
 """
 
@@ -29,6 +32,7 @@ MODELS_ENV = "FASHION_SEARCH_MODELS"
 S3_ENDPOINT_ENV = "FASHION_SEARCH_S3_ENDPOINT_URL"
 ASSETS_ENV = "FASHION_SEARCH_ASSETS"
 TIMEZONE_ENV = "FASHION_SEARCH_TIMEZONE"
+LAST_GOOD_MODELS_FILE = "models.last-good.yaml"
 
 # Each S3 setting and the variables it is read from, first set wins.
 S3_VARIABLES = {
@@ -38,12 +42,6 @@ S3_VARIABLES = {
     "secret_access_key": ("AWS_SECRET_ACCESS_KEY",),
     "session_token": ("AWS_SESSION_TOKEN",),
 }
-
-
-def data_home() -> Path:
-    """$FASHION_SEARCH_HOME (default ./data): only the fallback root of published models
-    (models.registry.models_dir) still reads it; everything else takes Settings.home."""
-    return Path(os.environ.get(HOME_ENV) or "data").expanduser().resolve()
 
 
 def _first_set(env: Mapping[str, str], names: tuple[str, ...]) -> str | None:
@@ -152,8 +150,13 @@ class Settings:
 
     @property
     def models_dir(self) -> Path:
-        """Where trained models (domain-clip) are published: <home>/models."""
+        """Where trained models (domain-clip) are published: <home>/models (the registry's models root)."""
         return self.home / "models"
+
+    @property
+    def last_good_models_file(self) -> Path:
+        """The copy of the last registry file that loaded, served while the file does not: <home>/models.last-good.yaml."""
+        return self.home / LAST_GOOD_MODELS_FILE
 
     def storage_options(self, uri: str) -> dict:
         """fsspec/s3fs options for `uri` (none for local paths)."""

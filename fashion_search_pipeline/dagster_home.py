@@ -7,6 +7,8 @@
 - `free_dead_runs` fails the in-process runs whose process is gone and frees their pool slots:
   a run killed with SIGKILL kept its `embedding` slot, and the next run waited for it forever.
 - `reporting_pool_waits` says, every few seconds, which pool a run waits for and who holds it.
+- `stopping_on_sigterm` makes the first SIGTERM (or Ctrl-C) stop the CLI's runs: a run waiting for
+  a pool slot ignored SIGTERM, and an interrupted step only failed its run before the next one began.
 
 These helpers manage the instance, so they import dagster; the pure packages never do.
 """
@@ -15,13 +17,19 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import shutil
+import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from fashion_search_pipeline.store.locking import stop_waiting
 
 PROJECT_INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "dagster.yaml"
 INSTANCE_FILE = "dagster.yaml"
@@ -138,3 +146,112 @@ def reporting_pool_waits(
     finally:
         stop.set()
         watcher.join()
+
+
+class TerminationRequested(KeyboardInterrupt):
+    """A SIGTERM or Ctrl-C stopped the runs (a KeyboardInterrupt, so Dagster fails the run it interrupts)."""
+
+
+_STOPPED_BY = (signal.SIGTERM, signal.SIGINT)
+_POKE = signal.SIGUSR2
+_POKE_EVERY_S = 0.05
+# Where Dagster's in-process executor loops while no step can start (a pool slot is taken).
+_EXECUTOR_WAIT = frozenset({"get_next_step", "sleep_til_ready"})
+
+
+def _in_executor_wait(frame: FrameType | None) -> bool:
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name in _EXECUTOR_WAIT and "dagster" in code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextmanager
+def stopping_on_sigterm(report: Callable[[str], None] = print) -> Iterator[None]:
+    """Stop the block's in-process Dagster runs promptly on the first SIGTERM or Ctrl-C.
+
+    Inside a run Dagster maps SIGTERM to SIGINT: in a step's own code it interrupts the step (a lock
+    wait ends there), elsewhere it only sets a flag, which the in-process executor never reads while
+    a step waits for a pool slot; and `materialize` turns an interrupted run into a failed result
+    the caller follows with its next run. So the signal is seen here through the wakeup fd, whatever
+    handler Dagster has installed, and then the main thread is poked every 50 ms until it raises
+    TerminationRequested: in the executor's wait loop (Dagster fails the run and frees its pending
+    pool claim) or between runs. The block ends with that exception; nothing else is interrupted.
+    Only the main thread can install it (elsewhere it does nothing).
+    """
+    main = threading.main_thread()
+    if threading.current_thread() is not main:
+        yield
+        return
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    requested = threading.Event()  # a SIGTERM or SIGINT arrived
+    ending = threading.Event()  # the block is ending (TerminationRequested raised between runs, or left)
+    done = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:  # SIGTERM and SIGINT between runs
+        if ending.is_set():  # already stopping (or cleaning up): a second signal must not cut that short
+            return
+        requested.set()
+        ending.set()
+        raise TerminationRequested(f"stopped by {signal.Signals(signum).name}")
+
+    def poke(signum: int, frame: FrameType | None) -> None:
+        if not requested.is_set() or ending.is_set():
+            return
+        if signal.getsignal(signal.SIGINT) is stop:  # between runs: Dagster restored our handler
+            ending.set()
+            raise TerminationRequested("stopped by a signal")
+        if _in_executor_wait(frame):  # Dagster fails this run; the next poke lands between runs
+            raise TerminationRequested("stopped by a signal while waiting for a pool slot")
+
+    reported = threading.Event()
+
+    def take_signals() -> None:  # the signal numbers Python wrote to the wakeup fd
+        try:
+            numbers = set(reader.recv(256))
+        except BlockingIOError:
+            return
+        received = [number for number in _STOPPED_BY if number in numbers]
+        if received and not reported.is_set():
+            reported.set()
+            requested.set()
+            stop_waiting()  # a table-lock wait on a writer thread ends too
+            report(f"fashion-search: {signal.Signals(received[0]).name} received: stopping (a run in progress "
+                   "ends as failed; its pool slot and table locks are released)")
+
+    def watch() -> None:
+        while not done.is_set():
+            if select.select([reader], [], [], _POKE_EVERY_S)[0]:
+                take_signals()
+            if requested.is_set() and not ending.is_set():
+                signal.pthread_kill(main.ident, _POKE)
+
+    previous = {number: signal.getsignal(number) for number in (*_STOPPED_BY, _POKE)}
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    for number in _STOPPED_BY:
+        signal.signal(number, stop)
+    signal.signal(_POKE, poke)
+    watcher = threading.Thread(target=watch, name="sigterm-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        try:
+            unfinished = requested.is_set() and not ending.is_set()
+            ending.set()  # no poke raises from here on
+        finally:
+            done.set()
+            watcher.join()
+            take_signals()  # one that arrived as the block ended is still reported
+            stop_waiting(False)
+            signal.set_wakeup_fd(previous_fd)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            reader.close()
+            writer.close()
+    if unfinished:  # the signal came during the block's last run, which ended as failed
+        raise TerminationRequested("stopped by a signal")

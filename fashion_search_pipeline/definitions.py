@@ -1,7 +1,12 @@
 """The Dagster code location: assets, resources, sensors, schedules and jobs.
 
-`dagster dev` loads `defs`, built from config.Settings.from_env() once, here at the edge.
-The CLI and the tests call build_definitions(settings) with their own Settings.
+`dagster dev -w workspace.yaml`, `dg` and `dagster definitions validate` load `defs`, a lazily built
+`@dg.definitions` function: Settings are read from the environment once, when Dagster loads it, here
+at the edge. The CLI and the tests call build_definitions(settings) with their own Settings.
+
+A registry file that stops loading (a typo while `dagster dev` runs) does not take the code location
+down once it has loaded: the last good copy is served, the problem logged as an ERROR and shown on
+the `embeddings` asset and its `models_available` check (see models.registry.load_registry_or_last_good).
 """
 
 from __future__ import annotations
@@ -9,7 +14,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from dagster import Definitions, in_process_executor
+import dagster as dg
+from dagster import AssetsDefinition, Definitions, in_process_executor
 
 from fashion_search_pipeline import config
 from fashion_search_pipeline.defs.catalog_assets import (
@@ -36,7 +42,10 @@ from fashion_search_pipeline.defs.resources import (
 )
 from fashion_search_pipeline.defs.schedules import nightly_catalog_refresh
 from fashion_search_pipeline.defs.sensors import catalog_automation_sensor, catalog_drop_job, catalog_drop_sensor
-from fashion_search_pipeline.models.registry import load_registry
+from fashion_search_pipeline.models.registry import load_registry_or_last_good
+
+# Dagster's logger: the ERROR reaches the webserver's / code server's console with Dagster's format.
+log = dg.get_dagster_logger(__name__)
 
 
 def build_definitions(
@@ -52,10 +61,21 @@ def build_definitions(
     manager and the S3 resource); `engine` the one from $FASHION_SEARCH_EMBEDDING_ENGINE."""
     environ = {} if environ is None else environ
     storage = storage or storage_for(settings, environ)
-    models_file = settings.models_file
-    models = ModelRegistry(models_file=models_file)
+    models_root = str(settings.models_dir)
+    served = load_registry_or_last_good(
+        settings.models_file, models_root=settings.models_dir, last_good=settings.last_good_models_file
+    )
+    if served.problem:
+        log.error("model registry: %s", served.problem)
+    # Steps and ticks re-read the file; should it break before the next reload, they serve the copy.
+    # (When the copy is what is served already, there is nothing further to fall back to.)
+    last_good = str(settings.last_good_models_file) if settings.models_file and not served.problem else None
+    models = ModelRegistry(models_file=served.models_file, models_root=models_root, last_good_file=last_good,
+                           problem=served.problem)
     io_manager = ParquetIOManager(base_uri=settings.assets, storage=storage)
-    embeddings = build_embeddings_asset(embedding_partitions(load_registry(models_file)), models_file)
+    embeddings = build_embeddings_asset(embedding_partitions(served.specs), served.models_file, models_root, last_good)
+    if served.problem:
+        embeddings = _with_registry_problem(embeddings, served.problem)
     return Definitions(
         assets=[
             raw_captions,
@@ -87,4 +107,12 @@ def build_definitions(
     )
 
 
-defs = build_definitions(config.Settings.from_env(os.environ), environ=os.environ)
+def _with_registry_problem(embeddings: AssetsDefinition, problem: str) -> AssetsDefinition:
+    """`embeddings` with the registry file's problem on its asset page (metadata)."""
+    return dg.map_asset_specs(lambda spec: spec.merge_attributes(metadata={"models_file_problem": problem}), [embeddings])[0]
+
+
+@dg.definitions
+def defs() -> Definitions:
+    """The code location as `dagster dev`, `dg` and `dagster definitions validate` load it: Settings from the environment."""
+    return build_definitions(config.Settings.from_env(os.environ), environ=os.environ)

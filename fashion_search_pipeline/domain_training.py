@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from fashion_search_pipeline import columns as C
-from fashion_search_pipeline.evaluation.held_out import holdout_split, paired_mrr, random_mrr
+from fashion_search_pipeline.evaluation.held_out import DEFAULT_SEED, holdout_split, paired_mrr, random_mrr
 from fashion_search_pipeline.evaluation.zero_shot import ZeroShotReport, classify, score_zero_shot
 from fashion_search_pipeline.models.checkpoints import SMALL_CONFIG, write_random_checkpoint
 from fashion_search_pipeline.models.encoders import encode_images, encode_texts
@@ -127,7 +127,7 @@ def train_domain_model(
     *,
     base: ModelSpec | None = None,
     holdout_fraction: float = 0.1,
-    models_root: Path | None = None,
+    models_root: Path,
     log: Callable[[str], None] = print,
     publish_margin: float = DEFAULT_PUBLISH_MARGIN,
     force: bool = False,
@@ -160,7 +160,8 @@ def train_domain_model(
         "base": base_label,
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "data_version": data_version(catalog),
-        "items": {"train": train.height, "held_out": held.height, "holdout_fraction": holdout_fraction},
+        "items": {"train": train.height, "held_out": held.height, "holdout_fraction": holdout_fraction,
+                  "holdout_seed": DEFAULT_SEED},
         "hyperparameters": dataclasses.asdict(config),
         "training": {
             "wall_seconds": round(time.perf_counter() - started, 1),

@@ -9,7 +9,7 @@ A query is encoded once by the model, searched against both of the model's table
 (<model>__image holds image embeddings, <model>__text description embeddings) at
 the same time by cosine similarity, and the two hit lists are fused into one row
 per product (see store.fusion) with the model's fusion strategy: the one the latest
-retrieval evaluation recorded as best for it (store.fusion_choices), else "weighted".
+retrieval evaluation recorded as best for it (store.fusion_choices), else store.fusion.DEFAULT_STRATEGY ("hybrid").
 Models and table handles stay loaded between calls.
 
 One model version per answer: the query is encoded by the version whose vectors the tables hold.
@@ -74,10 +74,11 @@ class CatalogSearch:
 
     db_uri: a folder or s3://bucket/prefix. s3: S3 access for the database and for query images
     on s3:// (storage_options: LanceDB options instead of s3's). registry: model specs, a
-    registry file path, or None (the built-in models). default_model: used when a query names none; without it, the
+    registry file path, or None (the built-in models; models_root, Settings.models_dir, is where their
+    domain-clip is published). default_model: used when a query names none; without it, the
     first registry model that has tables in the database. fusion: how image-table and
-    text-table hits are combined ("weighted", "rrf", "raw", "image", "text"); None: each
-    model's strategy recorded by the latest retrieval evaluation, else "weighted".
+    text-table hits are combined (store.fusion.STRATEGIES, e.g. "hybrid", "rrf", "raw"); None: each
+    model's strategy recorded by the latest retrieval evaluation, else store.fusion.DEFAULT_STRATEGY.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class CatalogSearch:
         storage_options: dict | None = None,
         s3: config.S3Settings | None = None,
         registry: Mapping[str, ModelSpec] | str | os.PathLike | None = None,
+        models_root: str | os.PathLike | None = None,
         default_model: str | None = None,
         fusion: str | None = None,
     ):
@@ -94,7 +96,7 @@ class CatalogSearch:
         self.s3 = s3 or config.S3Settings()
         if storage_options is None:
             storage_options = config.lancedb_options_for(self.db_uri, self.s3)
-        self.registry = dict(registry) if isinstance(registry, Mapping) else load_registry(registry)
+        self.registry = dict(registry) if isinstance(registry, Mapping) else load_registry(registry, models_root=models_root)
         if default_model is not None and default_model not in self.registry:
             raise ValueError(f"default model {default_model!r} is not in the registry ({sorted(self.registry)})")
         self.default_model = default_model
@@ -110,6 +112,7 @@ class CatalogSearch:
     @classmethod
     def from_settings(cls, settings: config.Settings, **options) -> CatalogSearch:
         """Search over `settings.db` with its S3 access and model registry file; `options` as for __init__."""
+        options.setdefault("models_root", settings.models_dir)
         return cls(settings.db, s3=settings.s3, registry=options.pop("registry", settings.models_file), **options)
 
     def text(

@@ -107,3 +107,21 @@ def test_definitions_import_times_fresh_processes_and_counts_their_torch_modules
     (row,) = definitions_import.rows(results)
     assert row.ratio == pytest.approx(timing["seconds_with_heavy"] / timing["seconds"])
     assert row.met == (row.ratio >= definitions_import.TARGET_SPEEDUP)
+
+
+@pytest.mark.slow  # trains the small architecture twice, one epoch each
+def test_training_precision_trains_both_precisions_on_the_same_items(tmp_path):
+    from benchmarks import training_precision
+    from benchmarks.run import _catalog_of, _read_bytes
+    from fashion_search_pipeline.demo_catalog import write_demo_landing
+
+    write_demo_landing(tmp_path / "landing", variants=2)
+    results = {"training_precision": training_precision.run(
+        _catalog_of(tmp_path / "landing"), _read_bytes, tmp_path / "work", epochs=1, log=lambda message: None)}
+    runs = results["training_precision"]["runs"]
+    assert (runs["fp32"]["ran_as"], runs["bf16"]["ran_as"]) == ("fp32", "bf16 autocast")
+    assert all(run["epochs_completed"] == 1 and 0 < run["heldout_text_to_image_mrr"] <= 1 for run in runs.values())
+    speed, mrr = training_precision.rows(results)
+    assert speed.ratio == runs["bf16"]["samples_per_second"] / runs["fp32"]["samples_per_second"]
+    assert mrr.met == (runs["bf16"]["heldout_text_to_image_mrr"]
+                       >= runs["fp32"]["heldout_text_to_image_mrr"] - training_precision.MRR_TOLERANCE)

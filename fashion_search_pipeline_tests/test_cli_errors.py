@@ -13,6 +13,7 @@ import pytest
 
 from fashion_search_pipeline import config
 from fashion_search_pipeline.demo_catalog import demo_items, write_drop
+from fashion_search_pipeline.store.fusion import DEFAULT_STRATEGY
 from fashion_search_pipeline_tests.data_folder import LOCATION_VARIABLES, materialize_data_folder, write_tiny_registry
 
 MODEL = "tiny"
@@ -96,7 +97,7 @@ def test_search_json_has_model_version_fusion_and_attributes(home):
     run = fashion_search(home, "search", "red", "dress", "-k", "3", "--json")
     assert run.returncode == 0, run.stderr
     answer = json.loads(run.stdout)
-    assert answer["model"] == MODEL and answer["text"] == "red dress" and answer["fusion"] == "weighted"
+    assert answer["model"] == MODEL and answer["text"] == "red dress" and answer["fusion"] == DEFAULT_STRATEGY
     assert len(answer["model_version"]) >= 8
     assert [row["rank"] for row in answer["results"]] == [1, 2, 3]
     assert {"item_id", "description", "score", "colour", "gender"} <= set(answer["results"][0])
@@ -105,7 +106,7 @@ def test_search_json_has_model_version_fusion_and_attributes(home):
 def test_search_table_shows_model_fusion_and_attributes(home):
     run = fashion_search(home, "search", "red", "dress", "-k", "3")
     assert run.returncode == 0, run.stderr
-    assert f"model {MODEL} " in run.stdout and "fusion weighted" in run.stdout
+    assert f"model {MODEL} " in run.stdout and f"fusion {DEFAULT_STRATEGY}" in run.stdout
     assert "colour" in run.stdout and "gender" in run.stdout
 
 

@@ -131,3 +131,25 @@ def test_materialization_on_s3_with_a_session_token_keeps_secrets_out_of_dagster
     assert any(key.startswith(f"lancedb/{table_name(MODEL, 'image')}.lance/") for key in keys)
     with CatalogSearch.from_settings(settings) as search:
         assert search.text("red dress", model=MODEL, k=3).height == 3
+
+
+# Where the environment may be touched: the edges that build Settings (or, for dagster_home, point the
+# CLI's own Dagster instance at its folder). Every other module takes a Settings value.
+ENVIRONMENT_EDGES = {"config.py", "cli.py", "definitions.py", "dagster_home.py", "scale/ray_serve.py"}
+
+
+def test_only_the_edges_touch_the_environment():
+    package = Path(__file__).resolve().parents[1] / "fashion_search_pipeline"
+    readers = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if any(word in path.read_text(encoding="utf-8") for word in ("os.environ", "os.getenv", "os.putenv"))
+    }
+    assert readers <= ENVIRONMENT_EDGES, sorted(readers - ENVIRONMENT_EDGES)
+    assert not hasattr(__import__("fashion_search_pipeline.config").config, "data_home")
+
+
+def test_the_models_root_and_the_last_good_registry_live_in_the_data_folder(tmp_path):
+    settings = Settings.from_env({"FASHION_SEARCH_HOME": str(tmp_path)})
+    assert settings.models_dir == tmp_path.resolve() / "models"
+    assert settings.last_good_models_file == tmp_path.resolve() / "models.last-good.yaml"

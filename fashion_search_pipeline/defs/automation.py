@@ -13,11 +13,12 @@ change, a checkpoint written) the next tick runs it: a backfill of the whole cat
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from dagster import AssetSelection, AutomationCondition, AutomationResult
 
 from fashion_search_pipeline.models.availability import availability
-from fashion_search_pipeline.models.registry import DOMAIN_MODEL, load_registry
+from fashion_search_pipeline.models.registry import DOMAIN_MODEL, served_specs
 
 DOMAIN_CLIP_ASSET = "domain_clip"
 
@@ -35,8 +36,10 @@ class ModelWeightsAvailable(AutomationCondition):
     The registry file is read at each evaluation, so a fixed path or a new checkpoint counts at once.
     """
 
-    def __init__(self, models_file: str | None):
+    def __init__(self, models_file: str | None, models_root: str, last_good_file: str | None = None):
         self.models_file = models_file
+        self.models_root = models_root
+        self.last_good_file = last_good_file
 
     @property
     def name(self) -> str:
@@ -47,7 +50,8 @@ class ModelWeightsAvailable(AutomationCondition):
         return "the partition's model can be loaded here (weights found)"
 
     def evaluate(self, context) -> AutomationResult:
-        specs = load_registry(self.models_file)
+        last_good = Path(self.last_good_file) if self.last_good_file else None
+        specs = served_specs(self.models_file, models_root=Path(self.models_root), last_good=last_good)
         models = _models_of(context)
         loadable = {model for model in set(models.values()) if model in specs and availability(specs[model]).available}
         true_keys = {key for key, model in models.items() if model in loadable}
@@ -73,7 +77,7 @@ class PartitionsOfModels(AutomationCondition):
         return AutomationResult(context, context.candidate_subset.compute_intersection_with_partition_keys(true_keys))
 
 
-def embeddings_automation(models_file: str | None) -> AutomationCondition:
+def embeddings_automation(models_file: str | None, models_root: str, last_good_file: str | None = None) -> AutomationCondition:
     """The embeddings asset's automation condition (see the module docstring)."""
     domain_clip = AssetSelection.assets(DOMAIN_CLIP_ASSET)
     catalog_changed = AutomationCondition.eager().ignore(domain_clip).with_label("catalog changed or partition missing")
@@ -83,6 +87,6 @@ def embeddings_automation(models_file: str | None) -> AutomationCondition:
         & ~AutomationCondition.any_deps_in_progress()
         & ~AutomationCondition.in_progress()
     ).with_label("domain_clip retrained")
-    return ((catalog_changed | retrained) & ModelWeightsAvailable(models_file)).with_label(
+    return ((catalog_changed | retrained) & ModelWeightsAvailable(models_file, models_root, last_good_file)).with_label(
         "(catalog changed or domain_clip retrained) and model weights available"
     )

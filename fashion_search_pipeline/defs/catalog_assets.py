@@ -32,7 +32,7 @@ def raw_captions(context: AssetExecutionContext, storage: CatalogStorage) -> Out
         frame,
         metadata={
             **frame_metadata(frame),
-            "source": MetadataValue.path(relative_to_home(drop.captions_uri)),
+            "source": MetadataValue.path(relative_to_home(drop.captions_uri, storage.home)),
             "parse_errors": errors.height,
         },
     )

@@ -6,7 +6,8 @@
                                                            the catalog's items, all at the model's current version
     embeddings        index_coverage                WARN   rows the vector or full-text index does not cover yet
     embeddings        ann_index_recall              ERROR  the ANN index finds >= 95% of the exact top 10
-    embeddings        models_available              WARN   registry models whose weights cannot be found here
+    embeddings        models_available              WARN   registry models whose weights cannot be found here, and a
+                                                           registry file served from its last good copy
 
 Checks of a partitioned asset run with each partition's run and look at that partition only; run by
 themselves (no partition) they look at every partition.
@@ -213,20 +214,26 @@ def ann_index_recall(context: AssetCheckExecutionContext, storage: CatalogStorag
 
 
 @asset_check(asset=EMBEDDINGS, description="Every registry model's weights can be found here; the others are listed "
-             "as 'unavailable: reason' with the fix, and automation does not launch their partitions.")
+             "as 'unavailable: reason' with the fix, and automation does not launch their partitions. A registry "
+             "file that no longer loads is named here, with its line, while its last good copy is served.")
 def models_available(models: ModelRegistry) -> AssetCheckResult:
-    """The availability of every registered model (a warning for each one that cannot be loaded here)."""
+    """The availability of every registered model (a warning for each one that cannot be loaded here,
+    and for a registry file served from its last good copy)."""
     statuses = registry_availability(models.specs())
     unavailable = {name: status for name, status in statuses.items() if not status.available}
+    metadata = {
+        "models": _markdown(("model", "status"), [(name, status.describe()) for name, status in statuses.items()]),
+        "unavailable": MetadataValue.json({name: status.describe() for name, status in unavailable.items()}),
+    }
+    problems = [f"models file {models.problem}"] if models.problem else []
+    if models.problem:
+        metadata["models_file_problem"] = models.problem
+    problems += [f"{name}: {status.describe()}" for name, status in unavailable.items()]
     return AssetCheckResult(
-        passed=not unavailable,
+        passed=not problems,
         severity=AssetCheckSeverity.WARN,
-        metadata={
-            "models": _markdown(("model", "status"), [(name, status.describe()) for name, status in statuses.items()]),
-            "unavailable": MetadataValue.json({name: status.describe() for name, status in unavailable.items()}),
-        },
-        description="; ".join(f"{name}: {status.describe()}" for name, status in unavailable.items())
-        or f"all {len(statuses)} models available",
+        metadata=metadata,
+        description="; ".join(problems) or f"all {len(statuses)} models available",
     )
 
 

@@ -1,5 +1,7 @@
 """The `domain_clip` asset: a CLIP trained on the catalog itself, registered as model `domain-clip`."""
 
+from pathlib import Path
+
 import polars as pl
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
@@ -71,6 +73,7 @@ def domain_clip(
         log=context.log.info,
         publish_margin=config.publish_margin,
         force=config.force,
+        models_root=Path(models.models_root),
     )
     held_out = result.card["held_out"]
     if result.published is None:
@@ -79,7 +82,7 @@ def domain_clip(
         metadata={
             "model": DOMAIN_MODEL,
             "version": result.published.version,
-            "checkpoint": MetadataValue.path(relative_to_home(result.published.checkpoint)),
+            "checkpoint": MetadataValue.path(relative_to_home(result.published.checkpoint, storage.home)),
             "heldout_text_to_image_mrr": held_out["text_to_image_mrr"],
             "random_mrr": held_out["random_mrr"],
             "untrained_mrr": held_out["untrained_mrr"],

@@ -71,7 +71,7 @@ def embed_partition(
         "dagster/row_count": report.rows_after,
         "dagster/partition_row_count": report.rows_after,
         "dagster/storage_kind": "lancedb",
-        "dagster/uri": MetadataValue.text(relative_to_home(f"{storage.db_uri.rstrip('/')}/{report.table}.lance")),
+        "dagster/uri": MetadataValue.text(relative_to_home(f"{storage.db_uri.rstrip('/')}/{report.table}.lance", storage.home)),
         "table": report.table,
         "model_version": clip.version,
         "device": str(clip.device),
@@ -93,8 +93,12 @@ def embed_partition(
     return MaterializeResult(metadata=metadata)
 
 
-def build_embeddings_asset(partitions_def: MultiPartitionsDefinition, models_file: str | None) -> AssetsDefinition:
-    """The `embeddings` asset over the given model x modality partitions (registry: `models_file`)."""
+def build_embeddings_asset(
+    partitions_def: MultiPartitionsDefinition, models_file: str | None, models_root: str,
+    last_good_file: str | None = None,
+) -> AssetsDefinition:
+    """The `embeddings` asset over the given model x modality partitions (registry: `models_file`, published
+    models under `models_root`)."""
     return asset(
         name="embeddings",
         partitions_def=partitions_def,
@@ -105,5 +109,5 @@ def build_embeddings_asset(partitions_def: MultiPartitionsDefinition, models_fil
         owners=OWNERS,
         tags={"stage": "embed", "store": "lancedb"},
         pool="embedding",
-        automation_condition=embeddings_automation(models_file),
+        automation_condition=embeddings_automation(models_file, models_root, last_good_file),
     )(embed_partition)

@@ -29,6 +29,7 @@ from fashion_search_pipeline.enrichment.contact_sheet import contact_sheet
 from fashion_search_pipeline.enrichment.tags import load_facets, tag_items
 from fashion_search_pipeline.evaluation.report import markdown_image
 from fashion_search_pipeline.evaluation.vectors import ModelVectors, read_model_vectors
+from fashion_search_pipeline.markdown import markdown_table
 from fashion_search_pipeline.models.encoders import encode_texts
 from fashion_search_pipeline.models.loading import ModelLoadError
 from fashion_search_pipeline.store.clusters import CLUSTER_ID, CLUSTER_SIZE
@@ -141,13 +142,11 @@ def product_tags(
         tags, reports = tag_items(vectors.items, vectors.image, facets, partial(encode_texts, clip))
         rows = pa.Table.from_pandas(tags.to_pandas(), preserve_index=False)
         write_item_columns(db, [table_name(name, modality) for modality in C.MODALITIES], rows)
-        metadata[f"{name}/facets"] = MetadataValue.md(
-            "| facet | mirrors | threshold | precision | coverage | accuracy (no abstain) |\n|---|---|---|---|---|---|\n"
-            + "\n".join(
-                f"| {r.facet} | {r.mirrors or '–'} | {r.threshold:.3f} | {_fmt(r.precision)} | {_fmt(r.coverage)} "
-                f"| {_fmt(r.accuracy)} |" for r in reports
-            )
-        )
+        metadata[f"{name}/facets"] = MetadataValue.md(markdown_table(
+            ["facet", "mirrors", "threshold", "precision", "coverage", "accuracy (no abstain)"],
+            [[r.facet, r.mirrors or "–", f"{r.threshold:.3f}", _fmt(r.precision), _fmt(r.coverage), _fmt(r.accuracy)]
+             for r in reports],
+        ))
         metadata[f"{name}/label_counts"] = MetadataValue.json({r.facet: r.label_counts for r in reports})
     return MaterializeResult(metadata=metadata)
 
@@ -171,9 +170,9 @@ def caption_image_mismatch(config: CaptionQAConfig, storage: CatalogStorage, mod
     sheet = contact_sheet(
         [(f"rank {r}", [u]) for r, u in zip(shown["description_rank"], shown[C.IMAGE_URI])], storage.read_bytes, per_row=1
     ) if shown.height else None
-    table = "\n".join(
-        f"| {row[C.ITEM_ID]} | {row[C.DESCRIPTION]} | {row['description_rank']} |" for row in shown.iter_rows(named=True)
-    )
+    table = markdown_table(
+        ["item", "description", "rank"], shown.select(C.ITEM_ID, C.DESCRIPTION, "description_rank").rows()
+    ) if shown.height else None
     return AssetCheckResult(
         passed=mismatched.height == 0,
         severity=AssetCheckSeverity.WARN,
@@ -183,7 +182,7 @@ def caption_image_mismatch(config: CaptionQAConfig, storage: CatalogStorage, mod
             "mismatched": mismatched.height,
             "items": vectors.items.height,
             "model": vectors.model,
-            "listed": MetadataValue.md("| item | description | rank |\n|---|---|---|\n" + table if table else "_none_"),
+            "listed": MetadataValue.md(table or "_none_"),
             **({"thumbnails": MetadataValue.md(markdown_image(sheet, "mismatches"))} if sheet else {}),
         },
     )

@@ -1,5 +1,7 @@
 """retrieval_evaluation: MRR, recall@k and nDCG of every model, direction and fusion strategy; and its checks."""
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
@@ -31,11 +33,13 @@ from fashion_search_pipeline.defs.resources import CatalogStorage, ModelRegistry
 from fashion_search_pipeline.evaluation.attributes import DEFAULT_ATTRIBUTES
 from fashion_search_pipeline.evaluation.recommendation import fusion_choices as best_fusion_choices
 from fashion_search_pipeline.evaluation.regression import metric_drops
-from fashion_search_pipeline.evaluation.report import markdown_image, metric_rows, write_reports
+from fashion_search_pipeline.evaluation.report import held_out_table, markdown_image, metric_rows, write_reports
 from fashion_search_pipeline.evaluation.retrieval import DEFAULT_LABEL_COLUMNS
 from fashion_search_pipeline.evaluation.suite import evaluate_catalog
 from fashion_search_pipeline.models.availability import registry_availability
 from fashion_search_pipeline.models.loading import LoadedClip, ModelLoadError
+from fashion_search_pipeline.models.published import CARD_JSON
+from fashion_search_pipeline.models.registry import ModelSpec
 from fashion_search_pipeline.store.fusion_choices import TABLE as CHOICES_TABLE
 from fashion_search_pipeline.store.fusion_choices import FusionChoice, record_fusion_choices
 
@@ -56,7 +60,18 @@ EVALUATION_AUTOMATION = (
 
 def default_report_folder(home: str | Path | None) -> Path:
     """Where retrieval_evaluation writes its reports unless configured otherwise: <home>/reports/..."""
-    return (Path(home) if home else settings.data_home()) / "reports" / REPORT_FOLDER
+    return Path(home or settings.Settings.from_env({}).home) / "reports" / REPORT_FOLDER
+
+
+def training_cards(specs: Mapping[str, ModelSpec]) -> dict[str, dict]:
+    """The model cards of registered models published with one (card.json beside a local checkpoint:
+    domain-clip), which record the held-out split their training used."""
+    cards = {}
+    for name, spec in specs.items():
+        checkpoint = Path(spec.pretrained) if spec.pretrained else None
+        if checkpoint is not None and checkpoint.is_file() and checkpoint.with_name(CARD_JSON).is_file():
+            cards[name] = json.loads(checkpoint.with_name(CARD_JSON).read_text(encoding="utf-8"))
+    return cards
 
 
 class RetrievalEvaluationConfig(Config):
@@ -124,6 +139,7 @@ def retrieval_evaluation(
         attributes=config.zero_shot_attributes,
         max_queries=config.max_queries,
         unavailable=unavailable,
+        training_cards=training_cards(models.specs()),
         log=context.log.info,
     )
     folder = Path(config.reports_dir) if config.reports_dir else default_report_folder(storage.home)
@@ -135,11 +151,11 @@ def retrieval_evaluation(
         "summary": MetadataValue.md(files.markdown),
         "recommendation": MetadataValue.md(recommendation.sentence() if recommendation else "nothing was evaluated"),
         "recall_at_k": MetadataValue.md(markdown_image(files.recall_plot.read_bytes(), "recall@k")),
-        "recall_at_k_png": MetadataValue.path(relative_to_home(files.recall_plot)),
+        "recall_at_k_png": MetadataValue.path(relative_to_home(files.recall_plot, storage.home)),
         "examples": MetadataValue.md(markdown_image(files.examples.read_bytes(), "example queries")),
-        "examples_png": MetadataValue.path(relative_to_home(files.examples)),
-        "per_query_ranks": MetadataValue.path(relative_to_home(files.per_query)),
-        "report_folder": MetadataValue.path(relative_to_home(files.folder)),
+        "examples_png": MetadataValue.path(relative_to_home(files.examples, storage.home)),
+        "per_query_ranks": MetadataValue.path(relative_to_home(files.per_query, storage.home)),
+        "report_folder": MetadataValue.path(relative_to_home(files.folder, storage.home)),
         "metrics": MetadataValue.json(rows),
         "models_evaluated": len(evaluation.items),
     }
@@ -155,9 +171,13 @@ def retrieval_evaluation(
             "| model | CatalogSearch fusion | mean MRR |\n|---|---|---|\n"
             + "\n".join(f"| {model} | {choice.fusion} | {choice.mean_mrr:.3f} |" for model, choice in choices.items())
         )
+    held_out = held_out_table(evaluation.results)
+    if held_out:
+        metadata["held_out_vs_in_sample"] = MetadataValue.md(held_out)
     for row in rows:
         if row["strategy"] is None and row["mrr"] is not None:
-            metadata[f"mrr/{row['model']}/{row['task']}"] = row["mrr"]
+            subset = f"{row['subset']}/" if row["subset"] else ""
+            metadata[f"mrr/{row['model']}/{subset}{row['task']}"] = row["mrr"]
     for note in evaluation.notes:
         context.log.warning(note)
     return MaterializeResult(metadata=metadata)

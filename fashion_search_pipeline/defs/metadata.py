@@ -10,7 +10,6 @@ import pyarrow as pa
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
 from fashion_search_pipeline import columns as C
-from fashion_search_pipeline import config
 
 # What each column holds, shown in every asset's schema (attribute columns are described generically).
 COLUMN_DESCRIPTIONS = {
@@ -106,13 +105,14 @@ def table_preview(frame: pl.DataFrame, limit: int = 10, max_chars: int = 80) -> 
     return MetadataValue.table(records, schema=schema)
 
 
-def relative_to_home(location: str | os.PathLike) -> str:
-    """A local path relative to the data folder (FASHION_SEARCH_HOME) when inside it; URIs as they are."""
+def relative_to_home(location: str | os.PathLike, home: str | os.PathLike | None) -> str:
+    """A local path relative to the data folder `home` (CatalogStorage.home, Settings.home) when inside
+    it; URIs, paths outside it and any path without a `home` as they are."""
     text = os.fspath(location)
-    if "://" in text:
+    if "://" in text or home is None:
         return text
     try:
-        return str(Path(text).resolve().relative_to(config.data_home().resolve()))
+        return str(Path(text).resolve().relative_to(Path(home).resolve()))
     except ValueError:
         return text
 

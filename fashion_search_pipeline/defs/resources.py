@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dagster import ConfigurableResource, EnvVar
@@ -11,7 +12,7 @@ from dagster_aws.s3 import S3Resource
 from fashion_search_pipeline import config
 from fashion_search_pipeline.catalog.storage import filesystem_for
 from fashion_search_pipeline.models.loading import LoadedClip, load_clip
-from fashion_search_pipeline.models.registry import ModelSpec, load_registry
+from fashion_search_pipeline.models.registry import ModelSpec, served_specs
 from fashion_search_pipeline.store import tables
 
 if TYPE_CHECKING:
@@ -60,13 +61,19 @@ class CatalogStorage(ConfigurableResource):
 
 
 class ModelRegistry(ConfigurableResource):
-    """The named CLIP models: built-in defaults, or a YAML/TOML registry file."""
+    """The named CLIP models: built-in defaults, or a YAML/TOML registry file; published models
+    (domain-clip) under `models_root`. `problem`: why the code location serves the last good copy of
+    the configured registry file instead of the file itself (None when the file loads)."""
 
     models_file: str | None = None
+    models_root: str
+    last_good_file: str | None = None
+    problem: str | None = None
 
     def specs(self) -> dict[str, ModelSpec]:
-        """Every registered model by name."""
-        return load_registry(self.models_file)
+        """Every registered model by name (from the last good copy while the file does not load)."""
+        last_good = Path(self.last_good_file) if self.last_good_file else None
+        return served_specs(self.models_file, models_root=Path(self.models_root), last_good=last_good)
 
     def load(self, name: str) -> LoadedClip:
         """Load (once per process) the model registered as `name`."""

@@ -7,7 +7,7 @@ through their eager automation conditions.
 from dagster import AssetKey, AssetSelection, RunRequest, ScheduleDefinition, ScheduleEvaluationContext, schedule
 from dagster_aws.s3 import S3Resource
 
-from fashion_search_pipeline.catalog.discovery import drop_listing
+from fashion_search_pipeline.catalog.drops import drop_listing
 from fashion_search_pipeline.defs.catalog_assets import DROP_ASSETS
 from fashion_search_pipeline.defs.partitions import catalog_drops
 from fashion_search_pipeline.defs.resources import CatalogStorage

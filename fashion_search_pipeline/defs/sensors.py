@@ -14,7 +14,8 @@ from dagster import (
 )
 from dagster_aws.s3 import S3Resource
 
-from fashion_search_pipeline.catalog.discovery import DiscoveryCursor, discover_drops, drop_listing
+from fashion_search_pipeline.catalog.discovery import DiscoveryCursor, discover_drops
+from fashion_search_pipeline.catalog.drops import drop_listing
 from fashion_search_pipeline.defs.catalog_assets import DROP_ASSETS
 from fashion_search_pipeline.defs.partitions import catalog_drops
 from fashion_search_pipeline.defs.resources import CatalogStorage

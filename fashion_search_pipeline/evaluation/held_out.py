@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 MIN_ITEMS = 2  # one on each side of the split
+DEFAULT_SEED = "fsp"
+# Names of the item subsets the retrieval evaluation reports a trained model on, besides all items.
+HELD_OUT = "held_out"
+IN_SAMPLE = "in_sample"
 
 
 def holdout_split(item_ids: Sequence[str], holdout_fraction: float = 0.1,
-                  seed: str = "fsp") -> tuple[list[str], list[str]]:
+                  seed: str = DEFAULT_SEED) -> tuple[list[str], list[str]]:
     """Split item ids into (train, held_out), both sorted.
 
     An item is held out when the hash of (seed, item_id) falls below holdout_fraction, so its side
@@ -35,6 +39,29 @@ def holdout_split(item_ids: Sequence[str], holdout_fraction: float = 0.1,
             f"holdout_fraction={holdout_fraction}); at least {MIN_ITEMS} items with one on each side are "
             "needed: add items or change holdout_fraction")
     return train, held_out
+
+
+def card_subsets(card: Mapping | None, item_ids: Sequence[str]) -> dict[str, list[str]] | None:
+    """The items a model card's training held out, and as many of those it trained on:
+    {HELD_OUT: ids, IN_SAMPLE: ids}, both sorted.
+
+    The split is recomputed from the card's `items.holdout_fraction` (and `items.holdout_seed`,
+    default DEFAULT_SEED) exactly as training made it; an item's side depends only on its id, so
+    items added after training fall on a side too. IN_SAMPLE is a stable sample of the training
+    side of the same size as HELD_OUT, so the two make catalogs of one size whose figures compare
+    (a smaller catalog alone raises MRR). None when the card records no split or one side is empty.
+    """
+    split = (card or {}).get("items") or {}
+    fraction = split.get("holdout_fraction")
+    if fraction is None:
+        return None
+    seed = str(split.get("holdout_seed", DEFAULT_SEED))
+    try:
+        train, held = holdout_split(item_ids, float(fraction), seed)
+    except ValueError:
+        return None
+    sample = sorted(train, key=lambda item_id: (_holdout_score(f"{seed}:{IN_SAMPLE}", item_id), item_id))
+    return {HELD_OUT: held, IN_SAMPLE: sorted(sample[: len(held)])}
 
 
 def _holdout_score(seed: str, item_id: str) -> float:

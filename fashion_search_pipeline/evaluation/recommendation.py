@@ -73,10 +73,13 @@ def _mean_mrr(
     results: Sequence[TaskResult], fused: bool
 ) -> dict[tuple[str, str | None], tuple[float, tuple[str, ...]]]:
     """Mean MRR of each (model, strategy) over the tasks every pair has (its own tasks when they share none),
-    weighted by evaluation.task_mix for fused search (the tasks with a weight, when any has one)."""
+    weighted by evaluation.task_mix for fused search (the tasks with a weight, when any has one). Only
+    results over all items count: the held-out and in-sample runs of a trained model are reported, not chosen on."""
     by_pair: defaultdict[tuple[str, str | None], dict[str, float]] = defaultdict(dict)
     for result in results:
-        chosen_from = (result.strategy is not None) == fused and result.strategy not in NOT_CHOSEN
+        chosen_from = (
+            (result.strategy is not None) == fused and result.strategy not in NOT_CHOSEN and result.subset is None
+        )
         if chosen_from and result.metrics.mrr is not None:
             by_pair[(result.model, result.strategy)][result.task] = result.metrics.mrr
     if not by_pair:

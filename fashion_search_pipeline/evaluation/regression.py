@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 COMPARED_METRICS = ("mrr", "recall@1", "recall@5", "recall@10", "ndcg@10")
-ROW_KEY = ("model", "task", "strategy")
+ROW_KEY = ("model", "task", "strategy", "subset")
 
 
 @dataclass(frozen=True)
@@ -19,10 +19,11 @@ class MetricDrop:
     metric: str
     previous: float
     current: float
+    subset: str | None = None
 
     def describe(self) -> str:
         """One line: where, which metric, from what to what."""
-        where = "/".join(part for part in (self.model, self.task, self.strategy) if part)
+        where = "/".join(part for part in (self.model, self.subset, self.task, self.strategy) if part)
         return f"{where} {self.metric}: {self.previous:.4f} -> {self.current:.4f} ({self.current - self.previous:+.4f})"
 
 
@@ -31,7 +32,7 @@ def metric_drops(
 ) -> list[MetricDrop]:
     """Metrics of rows present in both evaluations that dropped by more than `margin` (absolute).
 
-    Rows are matched on (model, task, strategy); missing or null values are not compared.
+    Rows are matched on (model, task, strategy, subset); missing or null values are not compared.
     """
     if margin < 0:
         raise ValueError(f"margin must be non-negative, got {margin}")
@@ -44,5 +45,5 @@ def metric_drops(
         for metric in COMPARED_METRICS:
             now, then = row.get(metric), old.get(metric)
             if now is not None and then is not None and then - now > margin:
-                drops.append(MetricDrop(row["model"], row["task"], row.get("strategy"), metric, then, now))
+                drops.append(MetricDrop(row["model"], row["task"], row.get("strategy"), metric, then, now, row.get("subset")))
     return drops

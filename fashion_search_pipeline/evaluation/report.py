@@ -22,6 +22,7 @@ import polars as pl
 from PIL import Image, ImageDraw, ImageFont
 
 from fashion_search_pipeline.columns import IMAGE_URI, ITEM_ID
+from fashion_search_pipeline.evaluation.held_out import HELD_OUT, IN_SAMPLE
 from fashion_search_pipeline.evaluation.recommendation import (
     Recommendation,
     best_fusion,
@@ -64,6 +65,13 @@ TASK_TITLES = {
     IMAGE_SEARCH: "image search (fused)",
 }
 
+HELD_OUT_NOTE = (
+    "Each trained model is evaluated three times: on all items (the fusion table above, which chooses "
+    "its fusion), on only the items its training held out (held-out: honest figures), and on as many "
+    "items it was trained on (in-sample: optimistic). Each restricted run is a catalog of that size, so "
+    "compare held-out with in-sample; both read higher than all items because their catalogs are smaller."
+)
+
 THUMB = 88
 QUERY_CELL = 220
 EXAMPLES_PER_TASK = {TEXT_SEARCH: 3, IMAGE_SEARCH: 2, TEXT_TO_IMAGE: 2}
@@ -80,12 +88,28 @@ def task_title(task: str) -> str:
     return TASK_TITLES.get(task, task)
 
 
+SUBSET_TITLES = {None: "all", HELD_OUT: "held-out", IN_SAMPLE: "in-sample"}
+
+
+def subset_order(subset: str | None) -> tuple[int, str]:
+    """Sort key of a result's item subset: all items, held-out, in-sample, then any other."""
+    order = list(SUBSET_TITLES)
+    return (order.index(subset) if subset in order else len(order), subset or "")
+
+
 def metric_rows(results: Sequence[TaskResult]) -> list[dict]:
-    """One flat dict per result: model, task, strategy, then metrics.as_dict() (None where undefined)."""
+    """One flat dict per result: model, task, strategy, subset (None: all items), then metrics.as_dict()
+    (None where undefined)."""
     return [
-        {"model": r.model, "task": r.task, "strategy": r.strategy, **r.metrics.as_dict()}
-        for r in sorted(results, key=lambda r: (r.model, task_order(r.task), strategy_order(r.strategy)))
+        {"model": r.model, "task": r.task, "strategy": r.strategy, "subset": r.subset, **r.metrics.as_dict()}
+        for r in sorted(
+            results, key=lambda r: (r.model, subset_order(r.subset), task_order(r.task), strategy_order(r.strategy))
+        )
     ]
+
+
+def _all_items(results: Sequence[TaskResult]) -> list[TaskResult]:
+    return [r for r in results if r.subset is None]
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -98,10 +122,11 @@ def _fmt(value, digits: int = 3) -> str:
 
 def metrics_table(results: Sequence[TaskResult]) -> str:
     """Markdown: one row per model, task and fusion strategy; the metrics as columns."""
-    headers = ["model", "task", "fusion", "queries", "skipped", "MRR"]
+    headers = ["model", "items", "task", "fusion", "queries", "skipped", "MRR"]
     headers += [f"R@{k}" for k in TABLE_KS] + [f"nDCG@{NDCG_K}", "median rank"]
     rows = [
-        [row["model"], task_title(row["task"]), row["strategy"] or "", row["queries"], row["skipped"], _fmt(row["mrr"])]
+        [row["model"], SUBSET_TITLES.get(row["subset"], row["subset"]), task_title(row["task"]), row["strategy"] or "",
+         row["queries"], row["skipped"], _fmt(row["mrr"])]
         + [_fmt(row[f"recall@{k}"]) for k in TABLE_KS]
         + [_fmt(row[f"ndcg@{NDCG_K}"]), _fmt(row["median_rank"], 1)]
         for row in metric_rows(results)
@@ -112,7 +137,7 @@ def metrics_table(results: Sequence[TaskResult]) -> str:
 def fusion_table(results: Sequence[TaskResult], recommendation: Recommendation | None) -> str:
     """Markdown: MRR of each model and fusion strategy on each fused search task, and their mean."""
     mrr: defaultdict[tuple[str, str], dict[str, float | None]] = defaultdict(dict)
-    for result in results:
+    for result in _all_items(results):
         if result.strategy is not None:
             mrr[(result.model, result.strategy)][result.task] = result.metrics.mrr
     tasks = sorted({task for values in mrr.values() for task in values}, key=task_order)
@@ -125,6 +150,24 @@ def fusion_table(results: Sequence[TaskResult], recommendation: Recommendation |
         mean = float(np.mean(known)) if known else None
         rows.append([mark(model), mark(strategy)] + [_fmt(v) for v in values] + [mark(_fmt(mean))])
     return markdown_table(["model", "fusion"] + [task_title(t) for t in tasks] + ["mean"], rows)
+
+
+def held_out_table(results: Sequence[TaskResult]) -> str:
+    """Markdown: MRR of each task (and fusion) of a trained model on its held-out items, its training
+    items and all items, side by side (empty when no result was restricted to a subset)."""
+    mrr: defaultdict[tuple[str, str, str | None], dict[str | None, float | None]] = defaultdict(dict)
+    models = {r.model for r in results if r.subset is not None}
+    for result in results:
+        if result.model in models:
+            mrr[(result.model, result.task, result.strategy)][result.subset] = result.metrics.mrr
+    if not mrr:
+        return ""
+    subsets = sorted({subset for values in mrr.values() for subset in values}, key=subset_order)
+    keys = sorted(mrr, key=lambda key: (key[0], task_order(key[1]), strategy_order(key[2])))
+    headers = ["model", "task", "fusion"] + [f"MRR {SUBSET_TITLES.get(s, s)}" for s in subsets]
+    rows = [[model, task_title(task), strategy or ""] + [_fmt(mrr[(model, task, strategy)].get(s)) for s in subsets]
+            for model, task, strategy in keys]
+    return markdown_table(headers, rows)
 
 
 def zero_shot_table(evaluation: Evaluation) -> str:
@@ -170,9 +213,9 @@ def _definitions(evaluation: Evaluation) -> list[str]:
         lines.append(
             f"- fused search ranks what CatalogSearch fuses for k = 10 ({depth}): raw = best cosine, rrf = "
             "reciprocal-rank fusion (k = 60), weighted = mean cosine, image / text = one table only; keyword = "
-            "BM25 full-text search alone, hybrid = min-max scaled weighted cosine mixed with BM25 over its best, "
+            "BM25 full-text search alone, hybrid = min-max scaled best cosine (as raw) mixed with BM25 over its best, "
             "hybrid_rrf = rrf over image, text and keyword (text queries; for an image query the hybrids rank "
-            "as weighted and rrf)."
+            "as raw and rrf)."
         )
         lines.append(f"- the fusion choice weighs the search tasks as evaluation.task_mix: {mix_sentence(tasks)}.")
     lines.append(
@@ -192,6 +235,9 @@ def summary_markdown(evaluation: Evaluation, recommendation: Recommendation | No
         parts.append("**Nothing was evaluated.** " + (" ".join(evaluation.notes) or "No results."))
     if any(r.strategy is not None for r in evaluation.results):
         parts += ["", "## Fusion strategies (MRR)", "", fusion_table(evaluation.results, recommendation)]
+    held_out = held_out_table(evaluation.results)
+    if held_out:
+        parts += ["", "## Held-out vs in-sample items (trained models)", "", HELD_OUT_NOTE, "", held_out]
     if evaluation.results:
         parts += ["", "## Models × metrics", "", metrics_table(evaluation.results)]
     if any(evaluation.zero_shot.values()):
@@ -204,8 +250,9 @@ def summary_markdown(evaluation: Evaluation, recommendation: Recommendation | No
 
 
 def recall_plot(results: Sequence[TaskResult]) -> bytes:
-    """PNG: recall@k against k, one panel per task, one line per model (and fusion strategy)."""
+    """PNG: recall@k against k over all items, one panel per task, one line per model (and fusion strategy)."""
     from matplotlib.figure import Figure
+    results = _all_items(results)
     tasks = sorted({r.task for r in results}, key=task_order)
     columns = max(1, min(3, len(tasks)))
     rows = max(1, math.ceil(len(tasks) / columns))
@@ -247,7 +294,7 @@ def _example_rows(evaluation: Evaluation, recommendation: Recommendation | None)
     else:
         return []
     shown = []
-    for result in sorted(evaluation.results, key=lambda r: task_order(r.task)):
+    for result in sorted(_all_items(evaluation.results), key=lambda r: task_order(r.task)):
         if result.model != model or result.candidate_kind == "text" or result.strategy not in (strategy, None):
             continue
         if result.strategy is None and result.task != TEXT_TO_IMAGE:
@@ -336,13 +383,14 @@ def _png(image: Image.Image) -> bytes:
 
 
 def per_query_frame(results: Sequence[TaskResult]) -> pl.DataFrame:
-    """One row per evaluated query: model, task, strategy, query, first relevant rank, all relevant ranks, top ids."""
+    """One row per evaluated query: model, task, strategy, subset (null: all items), query, first relevant rank, all relevant ranks, top ids."""
     records = defaultdict(list)
     for result in results:
         for query, ranks, top in zip(result.queries, result.ranks, result.top):
             records["model"].append(result.model)
             records["task"].append(result.task)
             records["strategy"].append(result.strategy)
+            records["subset"].append(result.subset)
             records["query_kind"].append(result.query_kind)
             records["query"].append(query)
             records["first_rank"].append(int(ranks[0]) if ranks.size else None)
@@ -350,7 +398,7 @@ def per_query_frame(results: Sequence[TaskResult]) -> pl.DataFrame:
             records["ranks"].append([int(r) for r in ranks])
             records["top"].append(list(top))
     schema = {
-        "model": pl.Utf8, "task": pl.Utf8, "strategy": pl.Utf8, "query_kind": pl.Utf8, "query": pl.Utf8,
+        "model": pl.Utf8, "task": pl.Utf8, "strategy": pl.Utf8, "subset": pl.Utf8, "query_kind": pl.Utf8, "query": pl.Utf8,
         "first_rank": pl.Int64, "relevant": pl.Int64, "ranks": pl.List(pl.Int64), "top": pl.List(pl.Utf8),
     }
     return pl.DataFrame({name: records[name] for name in schema}, schema=schema)

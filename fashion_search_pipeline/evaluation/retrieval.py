@@ -80,6 +80,8 @@ class TaskResult:
     query_kind / candidate_kind: "text" or "image" ("product" for fused search).
     queries: the query text, or the query item's id. ranks: each query's relevant
     candidates' 1-based ranks. top: each query's TOP_SHOWN best candidate ids.
+    subset: None when every item was a candidate; else the item subset the task was restricted to
+    (held_out.HELD_OUT, held_out.IN_SAMPLE for a trained model's held-out and training items).
     """
 
     model: str
@@ -91,6 +93,7 @@ class TaskResult:
     queries: list[str]
     ranks: list[np.ndarray]
     top: list[list[str]]
+    subset: str | None = None
 
 
 def fused_score_sets(
@@ -302,6 +305,7 @@ def evaluate_model(
     seed: int = 0,
     keyword_scores: KeywordScorer | None = None,
     judged: EvaluationSet | None = None,
+    subsets: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[list[TaskResult], list[str]]:
     """Every catalog task for one model; returns the results and notes on what was left out.
 
@@ -309,16 +313,19 @@ def evaluate_model(
     out); caption_sets are evaluation files already read against the catalog's item ids.
     keyword_scores adds the keyword leg (BM25) to every text-query task, so "keyword" and the
     hybrid strategies are measured too; `judged` is a shop's own judged query set.
+
+    `subsets` (name -> item ids, e.g. a trained model's held-out and training items) runs every
+    task again as if the catalog held only those items: candidates, image queries and relevance
+    restricted to them, the same text queries (a query without a relevant item there is skipped
+    and counted). Those results carry the subset's name in TaskResult.subset.
     """
     model = vectors.model
     if not vectors.item_ids:
         return [], [f"model {model}: its tables hold no items, nothing to evaluate"]
-    results = _description_tasks(vectors, max_queries, seed)
     notes: list[str] = []
     text_sets: dict[str, EvaluationSet] = {}
     labels, keys = label_keys(vectors.items, label_columns)
     if labels:
-        results += _image_query_tasks(vectors, keys, depth, max_queries, seed)
         text_sets[TEXT_SEARCH] = _label_queries(vectors.item_ids, keys)
     else:
         notes.append(
@@ -339,13 +346,23 @@ def evaluate_model(
             f"model {model}: not loadable here, so {', '.join(text_sets)} (which encode new text) are left out"
         )
         text_sets = {}
-    for task_name, query_set in text_sets.items():
-        task_results = _text_query_task(
-            vectors, task_name, query_set, encode_text, depth, max_queries, seed, keyword_scores
-        )
-        results += task_results
-        if task_name == SHOPPER_SEARCH:
-            results += _per_kind(task_results, query_set.queries, kinds)
+
+    def tasks(part: ModelVectors) -> list[TaskResult]:
+        results = _description_tasks(part, max_queries, seed)
+        if labels:
+            results += _image_query_tasks(part, label_keys(part.items, label_columns)[1], depth, max_queries, seed)
+        for task_name, query_set in text_sets.items():
+            task_results = _text_query_task(
+                part, task_name, query_set, encode_text, depth, max_queries, seed, keyword_scores
+            )
+            results += task_results
+            if task_name == SHOPPER_SEARCH:
+                results += _per_kind(task_results, query_set.queries, kinds)
+        return results
+
+    results = tasks(vectors)
+    for name, item_ids in (subsets or {}).items():
+        results += [dataclasses.replace(result, subset=name) for result in tasks(vectors.subset(item_ids))]
     return results, notes
 
 

@@ -16,6 +16,7 @@ import polars as pl
 from fashion_search_pipeline.columns import DESCRIPTION, IMAGE_URI, ITEM_ID
 from fashion_search_pipeline.evaluation.attributes import DEFAULT_ATTRIBUTES, classify_attributes
 from fashion_search_pipeline.evaluation.evaluation_sets import captions_file_set
+from fashion_search_pipeline.evaluation.held_out import HELD_OUT, IN_SAMPLE, card_subsets
 from fashion_search_pipeline.evaluation.keyword_scores import keyword_score_matrix
 from fashion_search_pipeline.evaluation.retrieval import (
     DEFAULT_LABEL_COLUMNS,
@@ -25,7 +26,7 @@ from fashion_search_pipeline.evaluation.retrieval import (
     evaluate_model,
 )
 from fashion_search_pipeline.evaluation.shopper_queries import read_judged_queries
-from fashion_search_pipeline.evaluation.vectors import read_model_vectors
+from fashion_search_pipeline.evaluation.vectors import ModelVectors, read_model_vectors
 from fashion_search_pipeline.evaluation.zero_shot import ZeroShotReport
 from fashion_search_pipeline.models.encoders import encode_images, encode_texts
 from fashion_search_pipeline.models.loading import LoadedClip
@@ -74,6 +75,7 @@ def evaluate_catalog(
     max_queries: int | None = None,
     unavailable: Mapping[str, str] | None = None,
     judged_queries: bytes | None = None,
+    training_cards: Mapping[str, Mapping] | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> Evaluation:
     """Evaluate the <model>__image and <model>__text tables of each named model.
@@ -90,6 +92,9 @@ def evaluate_catalog(
     whose tables lack some of its items.
     `captions` maps evaluation-file names to their bytes (image,caption CSV);
     captions of images that are not catalog items are skipped and counted.
+    `training_cards` maps trained models (domain-clip) to their model card: every task is then
+    reported again on the items its training held out and on as many it trained on
+    (TaskResult.subset; held_out.card_subsets), when the card is of the version the tables hold.
     """
     evaluation = Evaluation(dataset=dataset, kind=CATALOG_KIND, depth=depth)
     if not model_names:
@@ -129,6 +134,7 @@ def evaluate_catalog(
                     f"model {name}: evaluation file {file_name}: {caption_set.skipped} captions skipped "
                     f"{dict(sorted(caption_set.skipped_reasons.items()))}, {len(caption_set)} evaluated"
                 )
+        subsets = _training_subsets(name, (training_cards or {}).get(name), vectors, evaluation.notes)
         text_table = open_existing_table(db, table_name(name, "text"))
         results, notes = evaluate_model(
             vectors,
@@ -139,6 +145,7 @@ def evaluate_catalog(
             max_queries=max_queries,
             keyword_scores=partial(keyword_score_matrix, text_table, depth=depth),
             judged=None if judged_queries is None else read_judged_queries(judged_queries, vectors.items),
+            subsets=subsets,
         )
         evaluation.results += results
         evaluation.notes += notes
@@ -150,6 +157,28 @@ def evaluate_catalog(
             evaluation.zero_shot[name] = reports
             evaluation.notes += [f"model {name}: {note}" for note in notes]
     return evaluation
+
+
+def _training_subsets(name: str, card: Mapping | None, vectors: ModelVectors, notes: list[str]) -> dict | None:
+    """A trained model's held-out and training items among its table rows (None without a usable card)."""
+    if card is None:
+        return None
+    version = card.get("version")
+    if version is not None and vectors.versions and version not in vectors.versions:
+        notes.append(
+            f"model {name}: its card is of version {version} but its tables hold {sorted(vectors.versions)}, "
+            "so held-out and in-sample items are not reported apart"
+        )
+        return None
+    subsets = card_subsets(card, vectors.item_ids)
+    if subsets is None:
+        notes.append(f"model {name}: its card records no usable held-out split, so all items are reported together")
+        return None
+    notes.append(
+        f"model {name}: also reported on the {len(subsets[HELD_OUT])} items its training held out "
+        f"({HELD_OUT}) and on {len(subsets[IN_SAMPLE])} of those it trained on ({IN_SAMPLE}), each as its own catalog"
+    )
+    return subsets
 
 
 def evaluate_captions_folder(

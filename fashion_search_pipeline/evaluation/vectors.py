@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -44,6 +46,13 @@ class ModelVectors:
     def item_ids(self) -> list[str]:
         """Item ids in row order."""
         return self.items[ITEM_ID].to_list()
+
+    def subset(self, item_ids: Collection[str]) -> ModelVectors:
+        """The same model's vectors for only the listed items (in the same row order)."""
+        keep = np.flatnonzero(self.items[ITEM_ID].is_in(list(item_ids)).to_numpy())
+        return dataclasses.replace(
+            self, items=self.items[keep.tolist()], image=self.image[keep], text=self.text[keep], unpaired=0
+        )
 
 
 def read_model_vectors(db: lancedb.DBConnection, model: str) -> ModelVectors:

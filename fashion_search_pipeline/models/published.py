@@ -26,7 +26,6 @@ from fashion_search_pipeline.models.registry import (
     CHECKPOINT_FILE,
     ModelSpec,
     current_dir,
-    models_dir,
 )
 
 if TYPE_CHECKING:
@@ -79,9 +78,10 @@ def card_markdown(card: dict) -> str:
 
 
 def publish_model(
-    name: str, model: torch.nn.Module, architecture: dict, card: dict, root: Path | None = None
+    name: str, model: torch.nn.Module, architecture: dict, card: dict, root: Path
 ) -> PublishedModel:
-    """Write a new version of model `name` and make it the registered one."""
+    """Write a new version of model `name` under the models root `root` (Settings.models_dir) and make it
+    the registered one."""
     import torch
 
     buffer = io.BytesIO()
@@ -96,9 +96,8 @@ def publish_model(
         CARD_MARKDOWN: card_markdown(card).encode(),
         CHECKPOINT_FILE: weights,  # last: the registry loads the new version only once all is written
     }
-    folder = root or models_dir()
-    version_dir = folder / name / VERSIONS_DIR / version
-    current = current_dir(name, folder)
+    version_dir = root / name / VERSIONS_DIR / version
+    current = current_dir(name, root)
     for filename, data in files.items():
         _atomic_write(version_dir / filename, data)
     for filename, data in files.items():
@@ -106,10 +105,11 @@ def publish_model(
     return PublishedModel(name, version, version_dir, current)
 
 
-def read_card(name: str, root: Path | None = None) -> dict | None:
-    """The registered version's model card, or None when the model has not been published."""
-    path = current_dir(name, root) / CARD_JSON
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+def read_card(name: str, root: Path | None) -> dict | None:
+    """The registered version's model card under the models root `root`, or None when the model has not
+    been published there (or no root is given)."""
+    path = current_dir(name, root) / CARD_JSON if root is not None else None
+    return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.exists() else None
 
 
 def version_spec(spec: ModelSpec, version: str) -> ModelSpec | None:

@@ -1,28 +1,35 @@
 """The model registry: which CLIP models exist, where their architecture and weights come from.
 
-A registry file (YAML .yaml/.yml or TOML .toml) adds models to, or replaces, the built-in ones:
+A registry file (YAML .yaml/.yml or TOML .toml) adds models to, or replaces, the built-in ones
+(openai-clip, fashion-clip, and domain-clip as published under the models root, Settings.models_dir):
 
     include_defaults: true        # optional, default true
     models:
       my-model: {architecture: ./arch.json, pretrained: ./weights.pt, batch_size: 32, precision: fp32}
 
-Relative paths in a file resolve against the file's folder.
+Relative paths in a file resolve against the file's folder. The code location serves the last good
+copy of a file that stops loading (load_registry_or_last_good).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
 
-from fashion_search_pipeline.config import MODELS_ENV, data_home
+from fashion_search_pipeline.config import MODELS_ENV
+
+logger = logging.getLogger(__name__)
 
 HF_HUB_PREFIX = "hf-hub:"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -101,25 +108,21 @@ CHECKPOINT_FILE = "model.pt"
 ARCHITECTURE_FILE = "architecture.json"
 
 
-def models_dir() -> Path:
-    """Where trained models are published: <home>/models."""
-    return data_home() / "models"
+def current_dir(name: str, models_root: Path) -> Path:
+    """The folder holding the registered version of model `name` (models_root: Settings.models_dir)."""
+    return Path(models_root) / name / "current"
 
 
-def current_dir(name: str, root: Path | None = None) -> Path:
-    """The folder holding the registered version of model `name`."""
-    return (root or models_dir()) / name / "current"
-
-
-def domain_model_spec() -> ModelSpec:
-    """`domain-clip`: the CLIP trained on the shop's catalog, as published under <home>/models/domain-clip/current."""
-    folder = current_dir(DOMAIN_MODEL)
+def domain_model_spec(models_root: Path) -> ModelSpec:
+    """`domain-clip`: the CLIP trained on the shop's catalog, as published under <models_root>/domain-clip/current."""
+    folder = current_dir(DOMAIN_MODEL, models_root)
     return ModelSpec(DOMAIN_MODEL, str(folder / ARCHITECTURE_FILE), str(folder / CHECKPOINT_FILE))
 
 
-def default_models() -> dict[str, ModelSpec]:
-    """The built-in models: the pretrained ones and the catalog-trained domain model."""
-    return {**PRETRAINED_MODELS, DOMAIN_MODEL: domain_model_spec()}
+def default_models(models_root: Path) -> dict[str, ModelSpec]:
+    """The built-in models: the pretrained ones and the catalog-trained domain model under `models_root`."""
+    return {**PRETRAINED_MODELS, DOMAIN_MODEL: domain_model_spec(models_root)}
+
 
 _SPEC_KEYS = tuple(f.name for f in fields(ModelSpec) if f.name != "name")
 
@@ -136,14 +139,24 @@ def looks_like_path(value: str) -> bool:
     )
 
 
-def load_registry(path: str | os.PathLike | None = None) -> dict[str, ModelSpec]:
-    """The models by name: from the registry file `path` (Settings.models_file), else the built-in defaults."""
+def load_registry(path: str | os.PathLike | None = None, *, models_root: Path | None = None) -> dict[str, ModelSpec]:
+    """The models by name: from the registry file `path` (Settings.models_file), else the built-in defaults.
+
+    `models_root` (Settings.models_dir) is where the built-in domain-clip is published: required
+    whenever the built-in models are included (no file, or a file without `include_defaults: false`).
+    """
     if path is None:
-        return default_models()
-    return _read_registry_file(Path(path).expanduser())
+        return default_models(_required_root(models_root, "the built-in models"))
+    return _read_registry_file(Path(path).expanduser(), models_root)
 
 
-def _read_registry_file(path: Path) -> dict[str, ModelSpec]:
+def _required_root(models_root: Path | None, what: str) -> Path:
+    if models_root is None:
+        raise ValueError(f"{what} include domain-clip: pass models_root (Settings.models_dir), where it is published")
+    return Path(models_root)
+
+
+def _read_registry_file(path: Path, models_root: Path | None) -> dict[str, ModelSpec]:
     document = _parse_file(path)
     where = str(path)
     if document is None:
@@ -162,7 +175,7 @@ def _read_registry_file(path: Path) -> dict[str, ModelSpec]:
     if not isinstance(models, dict):
         raise ModelRegistryError(f"{where}: 'models' must map model names to their settings")
 
-    registry = default_models() if include_defaults else {}
+    registry = default_models(_required_root(models_root, f"{path} (include_defaults: true)")) if include_defaults else {}
     folder = path.resolve().parent
     lines = _yaml_model_lines(path) if path.suffix.lower() in (".yaml", ".yml") else {}
     for name, settings in models.items():
@@ -194,8 +207,18 @@ def _parse_file(path: Path) -> Any:
         if suffix == ".toml":
             return tomllib.loads(text)
         return yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        raise ModelRegistryError(f"{path}: not valid {suffix.lstrip('.').upper()}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ModelRegistryError(_yaml_problem(path, exc)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ModelRegistryError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """One line naming the file, the line (yaml's problem_mark) and the problem."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
+    problem = ": ".join(str(part) for part in (getattr(exc, "context", None), getattr(exc, "problem", None)) if part)
+    return f"{where}: not valid YAML: {problem or exc}"
 
 
 def _spec_from_settings(name: str, settings: Any, folder: Path, where: str) -> ModelSpec:
@@ -220,3 +243,87 @@ def _spec_from_settings(name: str, settings: Any, folder: Path, where: str) -> M
         return ModelSpec(name=name, **values)
     except ModelRegistryError as exc:
         raise ModelRegistryError(f"{where}: {exc}") from exc
+
+
+# The code location keeps a copy of the last registry file that loaded (Settings.last_good_models_file)
+# and serves it while that file does not load, e.g. after an edit with a typo while `dagster dev` runs.
+_LAST_GOOD_HEADER = "# last good copy of: "
+
+
+@dataclass(frozen=True)
+class ServedRegistry:
+    """The registry the code location serves: its models, the file steps re-read them from, and the
+    configured file's problem while its last good copy is served instead (None when it loads)."""
+
+    specs: dict[str, ModelSpec]
+    models_file: str | None
+    problem: str | None = None
+
+
+def load_registry_or_last_good(
+    path: str | os.PathLike | None, *, models_root: Path | None, last_good: Path
+) -> ServedRegistry:
+    """The registry file `path` when it loads (its models are then copied to `last_good`); when it does
+    not, the last good copy of that same file and the one-line problem; with no copy, the file's
+    ModelRegistryError (naming the file and line)."""
+    if path is None:
+        return ServedRegistry(load_registry(models_root=models_root), None)
+    source = str(Path(path).expanduser().resolve())
+    try:
+        specs = load_registry(path, models_root=models_root)
+    except ModelRegistryError as problem:
+        if _last_good_source(last_good) != source:
+            raise
+        try:
+            specs = load_registry(last_good, models_root=models_root)
+        except ModelRegistryError:
+            raise problem from None
+        saved = datetime.fromtimestamp(last_good.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return ServedRegistry(specs, str(last_good), f"{problem}; serving the last good registry from {saved} ({last_good})")
+    try:
+        _keep_last_good(source, specs, last_good)
+    except OSError as error:  # the registry itself loaded: serve it, without a fallback copy
+        logger.warning("could not keep a last good copy of %s at %s: %s", source, last_good, error)
+    return ServedRegistry(specs, str(path))
+
+
+def served_specs(path: str | os.PathLike | None, *, models_root: Path, last_good: Path | None) -> dict[str, ModelSpec]:
+    """The registry a running code location serves: the file, or while it does not load, its last good
+    copy (see load_registry_or_last_good); without `last_good`, the file only."""
+    if last_good is None:
+        return load_registry(path, models_root=models_root)
+    return load_registry_or_last_good(path, models_root=models_root, last_good=last_good).specs
+
+
+def _last_good_source(last_good: Path) -> str | None:
+    """The registry file `last_good` is a copy of (its first line), or None without a copy."""
+    try:
+        with last_good.open(encoding="utf-8") as file:
+            first = file.readline().rstrip("\n")
+    except OSError:
+        return None
+    return first[len(_LAST_GOOD_HEADER):] if first.startswith(_LAST_GOOD_HEADER) else None
+
+
+def _keep_last_good(source: str, specs: Mapping[str, ModelSpec], last_good: Path) -> None:
+    """Write `specs` as a self-contained registry file (absolute paths, no defaults) when it changed."""
+    models = {name: {key: getattr(spec, key) for key in _SPEC_KEYS} for name, spec in specs.items()}
+    text = (
+        f"{_LAST_GOOD_HEADER}{source}\n"
+        "# Written by the code location each time that file loads; served while it does not. Do not edit.\n"
+        + yaml.safe_dump({"include_defaults": False, "models": models}, sort_keys=False)
+    )
+    try:
+        if last_good.read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
+    last_good.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=last_good.parent, prefix=f".{last_good.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, last_good)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -3,7 +3,8 @@
 Read-only: no route writes to the database or the landing area. Models and table handles are
 loaded at start in the background (`/readyz` answers 503 until they are); tables are re-read
 within CatalogSearch's read-consistency interval, so a newly materialized drop becomes
-searchable without a restart.
+searchable without a restart. One model version per answer: while a retrain's re-embedding has
+the tables hold two versions, or changes them under a query, searches answer 503 naming the new version.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from fashion_search_pipeline.columns import (
     RANK,
     SCORE,
 )
-from fashion_search_pipeline.search import CatalogSearch
-from fashion_search_pipeline.service.catalog_view import CatalogView, is_shopper_attribute
+from fashion_search_pipeline.models.loading import load_clip
+from fashion_search_pipeline.search import READ_CONSISTENCY, CatalogSearch, ReembeddingInProgressError
+from fashion_search_pipeline.service.catalog_view import CatalogView
 from fashion_search_pipeline.service.encoding import QueryEncoder
 from fashion_search_pipeline.service.metrics import ServiceMetrics
 from fashion_search_pipeline.service.schemas import SearchOptions, SearchRequest, SearchResponse
@@ -57,6 +59,8 @@ STATIC = resources.files("fashion_search_pipeline.service") / "static"
 BASE64_OVERHEAD = 4 / 3
 JSON_ALLOWANCE = 64 * 1024
 PAGE_BLOCK = 100
+# Encodings of one query when the tables' model version changed while it ran (a retrain finishing).
+QUERY_ATTEMPTS = 2
 
 
 class ApiError(Exception):
@@ -68,7 +72,9 @@ class ApiError(Exception):
 
 def create_app(settings: ServiceSettings, search: CatalogSearch | None = None) -> FastAPI:
     """The service over `settings.db_uri` and `settings.models_file` (or over `search`, when given)."""
-    search = search or CatalogSearch(settings.db_uri, s3=settings.s3, registry=settings.models_file)
+    search = search or CatalogSearch(
+        settings.db_uri, s3=settings.s3, registry=settings.models_file, models_root=settings.models_root
+    )
     state = _ServiceState(settings, search)
 
     @asynccontextmanager
@@ -89,6 +95,7 @@ def create_app(settings: ServiceSettings, search: CatalogSearch | None = None) -
     app.state.service = state
     _add_routes(app, state)
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ReembeddingInProgressError, _reembedding)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["content-type", API_KEY_HEADER])
@@ -119,7 +126,10 @@ class _ServiceState:
         for model in self.search.models_with_tables():
             try:
                 self.view.tables(model)
-                self.encoder.text(model, "warm up")
+                try:
+                    self.encoder.text(model, "warm up")
+                except ReembeddingInProgressError:  # ready: its searches answer 503 until the re-embedding ends
+                    load_clip(self.search.registry[model])
                 self.model_status[model] = "ready"
             except Exception as error:  # a model that cannot load is reported, the others still serve
                 self.model_status[model] = f"unavailable: {str(error).splitlines()[0]}"
@@ -198,14 +208,18 @@ def _add_routes(app: FastAPI, state: _ServiceState) -> None:
         found = state.view.item(name, item_id)
         if found is None:
             raise ApiError(404, f"no item {item_id!r} in model {name!r}'s tables")
-        return {
-            ITEM_ID: found[ITEM_ID],
-            DESCRIPTION: found.get(DESCRIPTION),
-            "drop_id": found.get("drop_id"),
-            "attributes": _attributes(found),
-            MODEL_VERSION: found.get(MODEL_VERSION),
-            "thumbnail_url": _thumbnail_url(found[ITEM_ID]),
-        }
+        return _item(found, state.view.attributes(name))
+
+    @app.get("/v1/items/{item_id}/variants", tags=["catalog"])
+    def item_variants(item_id: str, model: str | None = None):
+        """The other products of the item's variant cluster (product_clusters): what a collapsed
+        result's `variants` counts."""
+        name = state.model(model)
+        found = state.view.variants(name, item_id)
+        if found is None:
+            raise ApiError(404, f"no item {item_id!r} in model {name!r}'s tables")
+        attributes = state.view.attributes(name)
+        return {ITEM_ID: item_id, "model": name, "variants": [_item(row, attributes) for row in found]}
 
     @app.get("/v1/items/{item_id}/image", tags=["catalog"], response_class=Response)
     def item_image(item_id: str, size: int = Query(256, ge=MIN_SIZE, le=MAX_SIZE), model: str | None = None):
@@ -289,26 +303,31 @@ def _search(state: _ServiceState, request: SearchOptions, image, timings: dict[s
     item_id = getattr(request, "item_id", None)
     text = getattr(request, "text", None)
     wanted = _ranking_depth(request.offset + request.k + (1 if item_id else 0) + 1)  # +1: is there a next page?
-    if item_id is not None:
-        found = state.view.item(model, item_id)
-        if found is None:
-            raise ApiError(404, f"no item {item_id!r} in model {model!r}'s tables")
-        vector, version = found["vector"], found.get(MODEL_VERSION) or ""
-    else:
-        encode_started = time.perf_counter()
-        vector, version = state.encoder.text(model, text) if text is not None else state.encoder.image(model, image)
-        timings["encode"] = time.perf_counter() - encode_started
     fusion = request.fusion or state.search.fusion_for(model)
-    frame = state.search.vector(
-        vector, model, k=wanted, where=where, fusion=fusion, timings=timings, keyword=text, collapse=request.collapse
-    )
+    for _attempt in range(QUERY_ATTEMPTS):
+        vector, version = _query_vector(state, model, item_id, text, image, timings)
+        frame = state.search.vector(
+            vector, model, k=wanted, where=where, fusion=fusion, timings=timings, keyword=text, collapse=request.collapse
+        )
+        # Read after the search: the tables only move forward to a new version, so when they still
+        # hold only the query's version, so did the rows this search read.
+        held = state.view.versions(model)
+        if held <= {version}:
+            break
+    else:
+        raise ReembeddingInProgressError(
+            f"model {model!r}: re-embedding to version {load_clip(state.search.registry[model]).version} in progress "
+            f"(the query was encoded by version {version}, the tables now hold {', '.join(sorted(held))}); "
+            "search answers again once the embeddings runs finish"
+        )
     if item_id is not None:
         frame = frame.filter(frame[ITEM_ID] != item_id)
     page = frame.slice(request.offset, request.k)
     state.metrics.observe_stages(timings)
     timings["total"] = time.perf_counter() - started
     return {
-        "products": [_product(row, request.offset + index + 1) for index, row in enumerate(page.iter_rows(named=True))],
+        "products": [_product(row, request.offset + index + 1, attributes)
+                     for index, row in enumerate(page.iter_rows(named=True))],
         "model": model,
         "model_version": version,
         "fusion": fusion,
@@ -319,6 +338,21 @@ def _search(state: _ServiceState, request: SearchOptions, image, timings: dict[s
     }
 
 
+def _query_vector(state: _ServiceState, model: str, item_id: str | None, text: str | None, image,
+                  timings: dict[str, float]):
+    """The query's vector and the model version it belongs to: an item's stored image vector, or the
+    text or image encoded by the version the tables hold."""
+    if item_id is not None:
+        found = state.view.item(model, item_id)
+        if found is None:
+            raise ApiError(404, f"no item {item_id!r} in model {model!r}'s tables")
+        return found["vector"], found.get(MODEL_VERSION) or ""
+    started = time.perf_counter()
+    encoded = state.encoder.text(model, text) if text is not None else state.encoder.image(model, image)
+    timings["encode"] = time.perf_counter() - started
+    return encoded
+
+
 def _ranking_depth(needed: int) -> int:
     """How many fused products to rank for a page that needs `needed`: whole blocks of PAGE_BLOCK.
     Fusion scores depend on how deep each table was searched, so pages ranked at the same depth
@@ -326,11 +360,11 @@ def _ranking_depth(needed: int) -> int:
     return PAGE_BLOCK * -(-needed // PAGE_BLOCK)
 
 
-def _product(row: dict, rank: int) -> dict:
+def _product(row: dict, rank: int, attributes: list[str]) -> dict:
     return {
         ITEM_ID: row[ITEM_ID],
         DESCRIPTION: row.get(DESCRIPTION),
-        "attributes": _attributes(row),
+        "attributes": _attributes(row, attributes),
         SCORE: row[SCORE],
         MATCHED: row[MATCHED],
         RANK: rank,
@@ -339,9 +373,19 @@ def _product(row: dict, rank: int) -> dict:
     }
 
 
-def _attributes(row: dict) -> dict[str, str]:
-    return {name: value for name, value in row.items() if is_shopper_attribute(name) and value is not None
-            and name not in (SCORE, MATCHED, RANK)}
+def _item(row: dict, attributes: list[str]) -> dict:
+    return {
+        ITEM_ID: row[ITEM_ID],
+        DESCRIPTION: row.get(DESCRIPTION),
+        "drop_id": row.get("drop_id"),
+        "attributes": _attributes(row, attributes),
+        MODEL_VERSION: row.get(MODEL_VERSION),
+        "thumbnail_url": _thumbnail_url(row[ITEM_ID]),
+    }
+
+
+def _attributes(row: dict, attributes: list[str]) -> dict[str, str]:
+    return {name: row[name] for name in attributes if row.get(name) is not None}
 
 
 def _thumbnail_url(item_id: str) -> str:
@@ -350,6 +394,11 @@ def _thumbnail_url(item_id: str) -> str:
 
 async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
     return JSONResponse({"detail": error.detail, **error.extra}, status_code=error.status)
+
+
+async def _reembedding(_request: Request, error: ReembeddingInProgressError) -> JSONResponse:
+    retry_after = str(int(READ_CONSISTENCY.total_seconds()))
+    return JSONResponse({"detail": str(error)}, status_code=503, headers={"retry-after": retry_after})
 
 
 class _ObservedMiddleware:

@@ -1,13 +1,14 @@
 """What the service shows of the catalog, read from the same embedding tables that search reads:
-models with tables, one item by id, its stored vector, attribute facets, per-table gauges."""
+models with tables, one item by id, its variants, attribute facets, the model versions the rows hold,
+per-table gauges."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
-import numpy as np
 import polars as pl
+import pyarrow as pa
 from lancedb.expr import col
 from lancedb.table import Table
 
@@ -22,19 +23,20 @@ from fashion_search_pipeline.columns import (
 )
 from fashion_search_pipeline.models.published import read_card
 from fashion_search_pipeline.search import CatalogSearch
-from fashion_search_pipeline.store.clusters import CLUSTER_ID, CLUSTER_SIZE, VARIANTS
+from fashion_search_pipeline.store.clusters import CLUSTER_ID
 from fashion_search_pipeline.store.tables import ModelTablesMissingError, is_attribute_column, table_name
 
 MAX_ITEM_ID_CHARS = 256
+MAX_VARIANTS = 100  # variants listed per item
 FACET_VALUES = 50  # most frequent values listed per attribute
 ITEM_COLUMNS = (ITEM_ID, DROP_ID, DESCRIPTION, IMAGE_URI, CONTENT_HASH, MODEL_VERSION)
-# Columns of product_clusters: kept in the tables beside the attributes, but not shopper attributes.
-CLUSTER_COLUMNS = frozenset((CLUSTER_ID, CLUSTER_SIZE, VARIANTS))
 
 
-def is_shopper_attribute(name: str) -> bool:
-    """Whether column `name` is a product attribute a shopper sees and filters on."""
-    return is_attribute_column(name) and name not in CLUSTER_COLUMNS
+def shopper_attributes(schema: pa.Schema) -> list[str]:
+    """The columns of `schema` a shopper sees and filters on: the text attribute columns (catalog
+    attributes and zero-shot facets), not the numbers beside them (cluster ids and sizes, tag confidences)."""
+    return [field.name for field in schema
+            if is_attribute_column(field.name) and (pa.types.is_string(field.type) or pa.types.is_large_string(field.type))]
 
 
 class CatalogView:
@@ -44,6 +46,7 @@ class CatalogView:
         self.search = search
         self.models_root = models_root
         self._facets: dict[str, tuple[int, dict]] = {}
+        self._versions: dict[str, tuple[int, frozenset[str]]] = {}
         self._lock = threading.Lock()
 
     def tables(self, model: str) -> dict[str, Table]:
@@ -57,7 +60,7 @@ class CatalogView:
         """The attribute columns a filter on `model`'s tables may name."""
         names: list[str] = []
         for table in self.tables(model).values():
-            names += [name for name in table.schema.names if is_shopper_attribute(name) and name not in names]
+            names += [name for name in shopper_attributes(table.schema) if name not in names]
         return names
 
     def item(self, model: str, item_id: str) -> dict | None:
@@ -72,10 +75,39 @@ class CatalogView:
                 return rows[0]
         return None
 
-    def item_vector(self, model: str, item_id: str) -> np.ndarray | None:
-        """The item's stored image vector (its text vector when it has no image row), or None."""
+    def variants(self, model: str, item_id: str) -> list[dict] | None:
+        """The other items of the item's variant cluster (product_clusters), by item id; None when
+        the item is unknown, [] when it has no cluster."""
         found = self.item(model, item_id)
-        return None if found is None else np.asarray(found[VECTOR], dtype=np.float32)
+        if found is None:
+            return None
+        cluster = found.get(CLUSTER_ID)
+        if cluster is None:
+            return []
+        tables = self.tables(model)
+        table = tables.get("image") or tables.get("text")
+        names = table.schema.names
+        columns = [c for c in ITEM_COLUMNS if c in names] + [c for c in names if is_attribute_column(c)]
+        rows = (table.search().where((col(CLUSTER_ID) == cluster) & (col(ITEM_ID) != found[ITEM_ID]))
+                .select(columns).limit(MAX_VARIANTS).to_arrow().to_pylist())
+        return sorted(rows, key=lambda row: row[ITEM_ID])
+
+    def versions(self, model: str) -> frozenset[str]:
+        """The model versions the rows of the model's tables hold, re-read when a table has a new commit.
+        Read after a search: a version the tables left since the query was encoded shows up here."""
+        held: set[str] = set()
+        for modality, table in self.tables(model).items():
+            name = table_name(model, modality)
+            commit = table.version
+            with self._lock:
+                cached = self._versions.get(name)
+            if cached is None or cached[0] != commit:
+                keys = table.search().select([MODEL_VERSION]).limit(None).to_arrow()
+                cached = (commit, frozenset(keys.column(MODEL_VERSION).to_pylist()))
+                with self._lock:
+                    self._versions[name] = cached
+            held |= cached[1]
+        return frozenset(held)
 
     def facets(self, model: str) -> dict[str, list[dict]]:
         """attribute -> its most frequent values with counts, over the model's image table (else text);
@@ -89,7 +121,7 @@ class CatalogView:
             cached = self._facets.get(model)
         if cached is not None and cached[0] == version:
             return cached[1]
-        attributes = [name for name in table.schema.names if is_shopper_attribute(name)]
+        attributes = shopper_attributes(table.schema)
         facets: dict[str, list[dict]] = {}
         if attributes:
             frame = pl.from_arrow(table.search().select(attributes).limit(None).to_arrow())

@@ -16,7 +16,8 @@ table (create, merge-insert, delete, index build) holds that table's lock:
   on that ETag, so no clock has to agree with another.
 
 A waiter reports what it waits for every `report_every_s` seconds and gives up after
-`timeout_s` with LockTimeoutError.
+`timeout_s` with LockTimeoutError, or at once with LockWaitStopped after `stop_waiting()` (the
+process got SIGTERM: a wait on a writer thread would otherwise outlive the interrupted step).
 """
 
 from __future__ import annotations
@@ -43,6 +44,21 @@ _S3_POLL_S = 0.05
 
 class LockTimeoutError(TimeoutError):
     """A table's write lock was not free within the allowed time; the message names its holder."""
+
+
+class LockWaitStopped(RuntimeError):
+    """A wait for a table's write lock was stopped by `stop_waiting` (the process is stopping)."""
+
+
+_STOP_WAITING = threading.Event()
+
+
+def stop_waiting(stop: bool = True) -> None:
+    """Make every wait for a table lock in this process end with LockWaitStopped (False: waits go on again)."""
+    if stop:
+        _STOP_WAITING.set()
+    else:
+        _STOP_WAITING.clear()
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,10 @@ def _folder_lock(path: Path, name: str, settings: LockSettings, report: Callable
                 break
             except BlockingIOError:
                 holder = _read_json(path)
+                if _STOP_WAITING.is_set():
+                    raise LockWaitStopped(
+                        f"table {name!r}: stopped waiting for its write lock {path}, held by {_holder_text(holder)}"
+                    ) from None
                 if reporter.waited >= settings.timeout_s:
                     raise LockTimeoutError(
                         f"table {name!r}: its write lock {path} is held by {_holder_text(holder)}; "
@@ -190,7 +210,11 @@ class S3Lease:
     @contextmanager
     def held(self, report: Callable[[str], None] = lambda message: None) -> Iterator[None]:
         """Acquire the lease, keep renewing it while the block runs, then release it."""
-        self.acquire(report)
+        try:
+            self.acquire(report)
+        except BaseException:  # e.g. a SIGTERM just after the conditional PUT won: leave no lease behind
+            self.release()
+            raise
         stop = threading.Event()
         renewer = threading.Thread(target=self._renew_until, args=(stop,), name="lease-renew", daemon=True)
         renewer.start()
@@ -229,6 +253,8 @@ class S3Lease:
                     if _error_code(error) not in _LOST_RACE | {"NoSuchKey", "404"}:
                         raise
                 seen = None
+            if _STOP_WAITING.is_set():
+                raise LockWaitStopped(f"{self.uri}: stopped waiting for the lease, held by {_holder_text(holder)}")
             if reporter.waited >= self.settings.timeout_s:
                 raise LockTimeoutError(
                     f"{self.uri} is held by {_holder_text(holder)}; gave up after {self.settings.timeout_s:.0f}s"

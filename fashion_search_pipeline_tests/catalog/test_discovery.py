@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
 import boto3
 import pytest
 
-from fashion_search_pipeline.catalog.discovery import (
-    DiscoveryCursor,
-    FolderDropListing,
-    S3DropListing,
-    discover_drops,
-)
+from fashion_search_pipeline.catalog.discovery import DiscoveryCursor, discover_drops
+from fashion_search_pipeline.catalog.drops import FolderDropListing, S3DropListing
 
 
 def _drop(root: Path, drop_id: str, *, complete: bool) -> None:
@@ -86,3 +83,36 @@ def test_s3_listing_starts_after_the_high_water_mark(bucket):
 
     client.put_object(Bucket=name, Key="shop/drops/2026-11-02/_SUCCESS", Body=b"")
     assert discover_drops(listing, first.cursor).ready == ["2026-11-02"]
+
+
+def test_a_drop_folder_lists_its_files_and_completeness_follows_the_marker(tmp_path):
+    _drop(tmp_path, "2026-11-01", complete=False)
+    listing = FolderDropListing(str(tmp_path))
+    assert listing.files("2026-11-01") == {"captions.csv"}
+    assert not listing.is_complete("2026-11-01")
+    (tmp_path / "drops" / "2026-11-01" / "_SUCCESS").write_text("")
+    assert listing.files("2026-11-01") == {"captions.csv", "_SUCCESS"} and listing.is_complete("2026-11-01")
+    assert listing.files("no-such-drop") == set()
+
+
+DROPS_AT_SCALE = 2_000
+
+
+@pytest.mark.slow  # 4,000 objects on moto's server
+def test_s3_ticks_over_2000_drops_page_through_the_listing_and_an_idle_tick_is_fast(bucket):
+    client, name = bucket
+    drop_ids = [f"2026-{n:05d}" for n in range(DROPS_AT_SCALE)]
+    for drop_id in drop_ids:
+        client.put_object(Bucket=name, Key=f"shop/drops/{drop_id}/captions.csv", Body=b"image_path#description\n")
+        client.put_object(Bucket=name, Key=f"shop/drops/{drop_id}/_SUCCESS", Body=b"")
+    listing = S3DropListing(client, f"s3://{name}/shop")
+
+    started = time.perf_counter()
+    first = discover_drops(listing, DiscoveryCursor())
+    first_s = time.perf_counter() - started
+    assert first.ready == drop_ids  # past the 1,000 prefixes of one ListObjectsV2 page
+    started = time.perf_counter()
+    idle = discover_drops(listing, first.cursor)
+    idle_s = time.perf_counter() - started
+    print(f"{DROPS_AT_SCALE} drops on moto: first tick {first_s:.2f}s, idle tick {idle_s * 1000:.0f} ms")
+    assert idle.ready == [] and idle_s < 1.0

@@ -28,7 +28,6 @@ def test_drop_location_uris():
     assert drop.uri == "s3://bucket/landing/drops/2026-11-01"
     assert drop.captions_uri == "s3://bucket/landing/drops/2026-11-01/captions.csv"
     assert drop.deletions_uri == "s3://bucket/landing/drops/2026-11-01/deletions.csv"
-    assert drop.marker_uri == "s3://bucket/landing/drops/2026-11-01/_SUCCESS"
 
 
 def test_drop_location_rejects_an_invalid_id():

@@ -3,11 +3,20 @@ evaluated on a real instance: unavailable models are never launched, a retrain r
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
 import yaml
-from dagster import AssetKey, AssetMaterialization, MultiPartitionKey, evaluate_automation_conditions
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetMaterialization,
+    AssetSelection,
+    MultiPartitionKey,
+    evaluate_automation_conditions,
+    materialize,
+)
 
 from fashion_search_pipeline.defs.materialize import GraphRunner
 from fashion_search_pipeline.demo_catalog import demo_items, write_drop
@@ -165,5 +174,51 @@ def test_a_registry_file_that_becomes_invalid_names_the_file_and_line_on_reload(
     document = yaml.safe_load(registry.read_text())
     document["models"]["broken"] = {"architecture": str(TINY_CONFIG), "pretraind": "x.pt"}
     registry.write_text(yaml.safe_dump(document, sort_keys=False))
-    with pytest.raises(ModelRegistryError, match=rf"{registry}, line \d+: model 'broken': unknown key\(s\) 'pretraind'"):
+    problem = rf"{registry}, line \d+: model 'broken': unknown key\(s\) 'pretraind'"
+    served = make_defs(tmp_path / "landing", tmp_path, str(registry)).resources["models"]  # the last good one
+    assert re.match(problem + r" \(allowed: .*\); serving the last good registry from ", served.problem)
+    assert set(served.specs()) == {TINY_MODEL}
+    (tmp_path / "models.last-good.yaml").unlink()
+    with pytest.raises(ModelRegistryError, match=problem):
         make_defs(tmp_path / "landing", tmp_path, str(registry))
+
+
+def _check(defs, instance, name: str):
+    """Run one embeddings check by itself (every partition) and return its evaluation."""
+    result = materialize(
+        [*defs.assets, *defs.asset_checks],
+        instance=instance,
+        resources=defs.resources,
+        selection=AssetSelection.checks(AssetCheckKey(AssetKey("embeddings"), name)),
+        raise_on_error=False,  # a failed blocking check fails its run
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    return evaluation
+
+
+@pytest.mark.slow
+def test_tables_match_catalog_fails_once_the_registry_resolves_another_version(tmp_path, instance):
+    """After a registry edit (or a retrain) the tables hold the old version's vectors: an error until re-embedded."""
+    registry = tmp_path / "models.yaml"
+    weights = write_random_checkpoint(TINY_CONFIG, tmp_path / "v1.pt", seed=0)
+    entry = {"architecture": str(TINY_CONFIG), "pretrained": str(weights)}
+    registry.write_text(yaml.safe_dump({"include_defaults": False, "models": {TINY_MODEL: entry}}))
+    write_drop(tmp_path / "landing" / "drops" / "d1", demo_items(variants=1)[:4])
+    defs = make_defs(tmp_path / "landing", tmp_path, str(registry))
+    runner = GraphRunner(defs, instance, log=lambda _: None)
+    runner.drops(["d1"])
+    assert runner.catalog()
+    runner.embeddings([TINY_MODEL])
+    assert runner.ok, runner.failures
+    assert _check(defs, instance, "tables_match_catalog").passed
+
+    entry["pretrained"] = str(write_random_checkpoint(TINY_CONFIG, tmp_path / "v2.pt", seed=1))
+    registry.write_text(yaml.safe_dump({"include_defaults": False, "models": {TINY_MODEL: entry}}))
+    stale = _check(defs, instance, "tables_match_catalog")
+    assert not stale.passed and stale.severity.value == "ERROR"
+    assert stale.description == f"out of line with the catalog: {TINY_MODEL}__image, {TINY_MODEL}__text"
+    assert f"| {TINY_MODEL}__text | 0 | 0 | 4 | 0 | mismatch |" in stale.metadata["tables"].value
+
+    runner.embeddings([TINY_MODEL])
+    assert runner.ok, runner.failures
+    assert _check(defs, instance, "tables_match_catalog").passed

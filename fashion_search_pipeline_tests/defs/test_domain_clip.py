@@ -18,9 +18,8 @@ QUICK = {"epochs": 2, "batch_size": 32, "max_train_seconds": 30.0, "holdout_frac
 
 
 @pytest.fixture
-def runner(tmp_path, monkeypatch, instance):
-    monkeypatch.setenv("FASHION_SEARCH_HOME", str(tmp_path / "home"))
-    spec = domain_model_spec()
+def runner(tmp_path, instance):
+    spec = domain_model_spec(tmp_path / "models")  # make_defs' data folder is tmp_path
     registry = tmp_path / "models.yaml"
     registry.write_text(
         yaml.safe_dump(
@@ -41,7 +40,7 @@ def _table_versions(tmp_path, modality: str) -> set[str]:
 
 def test_trained_version_is_registered_and_embeddings_follow_a_retrained_version(runner, tmp_path):
     assert runner.domain_clip(QUICK)
-    card = read_card(DOMAIN_MODEL)
+    card = read_card(DOMAIN_MODEL, tmp_path / "models")
     assert card["items"]["train"] + card["items"]["held_out"] == len(demo_items(variants=1))
     assert 0 < card["held_out"]["random_mrr"] < 1 and card["held_out"]["text_to_image_mrr"] > 0
     assert card["hyperparameters"]["batch_size"] == 32
@@ -53,7 +52,7 @@ def test_trained_version_is_registered_and_embeddings_follow_a_retrained_version
     assert _table_versions(tmp_path, "text") == {first}
 
     assert runner.domain_clip({**QUICK, "seed": 1, "force": True})
-    second = read_card(DOMAIN_MODEL)["version"]
+    second = read_card(DOMAIN_MODEL, tmp_path / "models")["version"]
     assert second != first
     runner.embeddings([DOMAIN_MODEL])
     assert runner.ok, runner.failures
@@ -61,14 +60,14 @@ def test_trained_version_is_registered_and_embeddings_follow_a_retrained_version
         assert _table_versions(tmp_path, modality) == {second}, "rows of the old version were replaced, not mixed"
 
 
-def test_a_failed_training_run_leaves_the_previous_version_registered(runner):
+def test_a_failed_training_run_leaves_the_previous_version_registered(runner, tmp_path):
     assert runner.domain_clip(QUICK)
-    before = read_card(DOMAIN_MODEL)["version"]
+    before = read_card(DOMAIN_MODEL, tmp_path / "models")["version"]
 
     assert not runner.domain_clip({**QUICK, "freeze": "both towers"})
 
-    assert read_card(DOMAIN_MODEL)["version"] == before
-    assert load_clip(domain_model_spec()).version == before
+    assert read_card(DOMAIN_MODEL, tmp_path / "models")["version"] == before
+    assert load_clip(domain_model_spec(tmp_path / "models")).version == before
 
 
 
@@ -78,15 +77,15 @@ def _failure_messages(instance, run_failure: str) -> str:
     return " ".join(event.dagster_event.step_failure_data.error.message for event in events)
 
 
-def test_a_worse_retrain_is_not_published_unless_forced(runner, instance):
+def test_a_worse_retrain_is_not_published_unless_forced(runner, instance, tmp_path):
     assert runner.domain_clip(QUICK)
-    registered = read_card(DOMAIN_MODEL)["version"]
+    registered = read_card(DOMAIN_MODEL, tmp_path / "models")["version"]
     # A negative margin demands a better held-out MRR than the registered version's by 1.0: impossible.
     assert not runner.domain_clip({**QUICK, "seed": 1, "publish_margin": -1.0})
-    assert read_card(DOMAIN_MODEL)["version"] == registered
-    assert load_clip(domain_model_spec()).version == registered
+    assert read_card(DOMAIN_MODEL, tmp_path / "models")["version"] == registered
+    assert load_clip(domain_model_spec(tmp_path / "models")).version == registered
     message = _failure_messages(instance, runner.failures[-1])
     assert "not published" in message and f"registered version {registered}" in message and "force" in message
 
     assert runner.domain_clip({**QUICK, "seed": 1, "publish_margin": -1.0, "force": True})
-    assert read_card(DOMAIN_MODEL)["version"] != registered
+    assert read_card(DOMAIN_MODEL, tmp_path / "models")["version"] != registered

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -15,10 +17,16 @@ from lancedb.index import IvfPq
 
 from fashion_search_pipeline import cli, config
 from fashion_search_pipeline.defs.checks import ANN_MIN_RECALL, ann_index_recall
-from fashion_search_pipeline.defs.evaluation_assets import RetrievalEvaluationConfig, materialize_evaluation
+from fashion_search_pipeline.defs.evaluation_assets import (
+    RetrievalEvaluationConfig,
+    materialize_evaluation,
+    training_cards,
+)
 from fashion_search_pipeline.defs.materialize import materialize_graph
 from fashion_search_pipeline.defs.resources import CatalogStorage
 from fashion_search_pipeline.demo_catalog import demo_items, write_drop
+from fashion_search_pipeline.models.checkpoints import TINY_CONFIG
+from fashion_search_pipeline.models.registry import ModelSpec
 from fashion_search_pipeline.search import CatalogSearch
 from fashion_search_pipeline.store.fusion import STRATEGIES
 from fashion_search_pipeline.store.fusion_choices import read_fusion_choices
@@ -74,7 +82,8 @@ def test_evaluation_reports_metrics_plots_and_a_recommendation(graph):
     assert {p.name for p in folder.iterdir()} == {
         "summary.md", "metrics.json", "recall_at_k.png", "examples.png", "per_query_ranks.parquet"
     }
-    assert metadata["per_query_ranks"] == str(folder / "per_query_ranks.parquet")
+    ranks = metadata["per_query_ranks"]  # relative to the data folder, as every path in metadata
+    assert not Path(ranks).is_absolute() and (folder / "per_query_ranks.parquet").as_posix().endswith(f"/{ranks}")
     for row in metadata["metrics"]:
         assert all(not (isinstance(v, float) and np.isnan(v)) for v in row.values())
 
@@ -258,3 +267,17 @@ def test_the_evaluate_command_skips_missing_data_and_says_so(tmp_path, tiny_regi
     assert status == 1
     assert f"fashion catalog not found at {tmp_path / 'no-catalog'}" in out
     assert f"captioned image set not found at {tmp_path / 'no-flickr'}" in out
+
+
+def test_the_evaluation_reads_the_split_from_the_card_beside_a_trained_checkpoint(tmp_path, tiny_checkpoint):
+    trained = tmp_path / "domain-clip" / "current"
+    trained.mkdir(parents=True)
+    (trained / "model.pt").write_bytes(tiny_checkpoint.read_bytes())
+    card = {"version": "v1", "items": {"holdout_fraction": 0.1}}
+    (trained / "card.json").write_text(json.dumps(card))
+    specs = {
+        "domain-clip": ModelSpec("domain-clip", str(TINY_CONFIG), str(trained / "model.pt")),
+        "no-card": ModelSpec("no-card", str(TINY_CONFIG), str(tiny_checkpoint)),
+        "hub": ModelSpec("hub", "ViT-B-32", "openai"),
+    }
+    assert training_cards(specs) == {"domain-clip": card}

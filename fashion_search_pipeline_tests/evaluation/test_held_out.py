@@ -5,7 +5,14 @@ import random
 import numpy as np
 import pytest
 
-from fashion_search_pipeline.evaluation.held_out import holdout_split, paired_mrr, random_mrr
+from fashion_search_pipeline.evaluation.held_out import (
+    HELD_OUT,
+    IN_SAMPLE,
+    card_subsets,
+    holdout_split,
+    paired_mrr,
+    random_mrr,
+)
 
 
 def test_paired_mrr_ranks_each_query_against_its_own_candidate():
@@ -52,3 +59,20 @@ def test_holdout_split_refuses_too_few_items_and_empty_sides():
         holdout_split(["a", "b", "a"])
     with pytest.raises(ValueError, match="holdout_fraction"):
         holdout_split(["a", "b"], 1.0)
+
+
+def test_card_subsets_recompute_the_split_a_model_card_records():
+    ids = [f"item-{i}" for i in range(200)]
+    train, held = holdout_split(ids, 0.2, seed="s1")
+    card = {"items": {"train": len(train), "held_out": len(held), "holdout_fraction": 0.2, "holdout_seed": "s1"}}
+    subsets = card_subsets(card, ids)
+    assert subsets[HELD_OUT] == held
+    # in-sample: as many training items as are held out, the same ones whatever the order or the other items
+    assert len(subsets[IN_SAMPLE]) == len(held) and set(subsets[IN_SAMPLE]) < set(train)
+    assert subsets[IN_SAMPLE] == sorted(subsets[IN_SAMPLE])
+    assert card_subsets(card, ids[::-1]) == subsets
+    # without a recorded seed: the one training uses by default
+    assert card_subsets({"items": {"holdout_fraction": 0.2}}, ids)[HELD_OUT] == holdout_split(ids, 0.2)[1]
+    assert card_subsets({"items": {"train": 10}}, ids) is None
+    assert card_subsets(None, ids) is None
+    assert card_subsets({"items": {"holdout_fraction": 0.2}}, ["only"]) is None  # one side would be empty

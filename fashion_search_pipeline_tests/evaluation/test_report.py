@@ -107,7 +107,7 @@ def test_summary_has_the_recommendation_and_tables_and_never_nan():
     assert markdown.startswith("# Retrieval evaluation: unit\n\n**Recommendation:** Use model `a` with fusion `rrf`")
     assert "| **a** | **rrf** | 1.000 | 0.250 | **0.625** |" in markdown
     # image_to_image evaluated no query: its metrics print as a dash, with both queries counted as skipped.
-    assert "| a | image → image |  | 0 | 2 | – | – | – | – | – | – |" in markdown
+    assert "| a | all | image → image |  | 0 | 2 | – | – | – | – | – | – |" in markdown
     assert "nan" not in markdown.lower()
     assert "relevant: the other items with the same gender, colour" in markdown
 

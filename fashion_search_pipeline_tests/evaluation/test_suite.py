@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import random
 from pathlib import Path
 
@@ -15,12 +16,18 @@ import pytest
 from fashion_search_pipeline.columns import CONTENT_HASH, DESCRIPTION, DROP_ID, IMAGE_URI, ITEM_ID
 from fashion_search_pipeline.demo_catalog import demo_items, render
 from fashion_search_pipeline.embedding_sync import sync_embeddings
+from fashion_search_pipeline.evaluation.held_out import HELD_OUT, IN_SAMPLE, holdout_split
+from fashion_search_pipeline.evaluation.keyword_scores import keyword_score_matrix
+from fashion_search_pipeline.evaluation.recommendation import fusion_choices
 from fashion_search_pipeline.evaluation.report import write_reports
 from fashion_search_pipeline.evaluation.retrieval import IMAGE_SEARCH, TEXT_SEARCH, TEXT_TO_IMAGE
+from fashion_search_pipeline.evaluation.shopper_queries import SHOPPER_SEARCH
 from fashion_search_pipeline.evaluation.suite import evaluate_captions_folder, evaluate_catalog
 from fashion_search_pipeline.models.checkpoints import TINY_CONFIG, write_random_checkpoint
 from fashion_search_pipeline.models.loading import load_clip
 from fashion_search_pipeline.models.registry import ModelSpec
+from fashion_search_pipeline.store.fusion import KEYWORD_STRATEGIES
+from fashion_search_pipeline.store.indexes import ensure_indexes
 from fashion_search_pipeline.store.tables import connect, delete_items, table_name
 
 MODEL = "tiny"
@@ -64,6 +71,7 @@ def catalog(tmp_path_factory, clip):
     db = connect(str(root / "lancedb"))
     for modality in ("image", "text"):
         sync_embeddings(frame, db, clip, modality, read_image=lambda uri: Path(uri).read_bytes())
+        ensure_indexes(db.open_table(table_name(MODEL, modality)))  # the keyword leg's full-text index
     return {"db": db, "frame": frame, "root": root}
 
 
@@ -168,3 +176,94 @@ def test_captions_folder_is_evaluated_in_memory(tmp_path, clip):
 def test_a_folder_without_captions_is_rejected(tmp_path, clip):
     with pytest.raises(FileNotFoundError, match="captions.csv is missing"):
         evaluate_captions_folder(tmp_path, {MODEL: clip})
+
+
+def only_items(frame: pl.DataFrame, item_ids, root: Path, clip) -> object:
+    """A LanceDB holding only `item_ids`, embedded by the real sync: the catalog a subset run stands for."""
+    db = connect(str(root / "lancedb"))
+    part = frame.filter(pl.col(ITEM_ID).is_in(list(item_ids)))
+    for modality in ("image", "text"):
+        sync_embeddings(part, db, clip, modality, read_image=lambda uri: Path(uri).read_bytes())
+        ensure_indexes(db.open_table(table_name(MODEL, modality)))
+    return db
+
+
+def test_a_trained_model_is_reported_on_its_held_out_and_training_items_apart(catalog, clip, tmp_path):
+    ids = catalog["frame"][ITEM_ID].to_list()
+    card = {"version": clip.version, "items": {"holdout_fraction": 0.3, "holdout_seed": "test"}}
+    train, held = holdout_split(ids, 0.3, seed="test")
+    evaluation = evaluate_catalog(catalog["db"], [MODEL], lambda name: clip, training_cards={MODEL: card})
+
+    by_subset = {subset: [r for r in evaluation.results if r.subset == subset] for subset in (None, HELD_OUT, IN_SAMPLE)}
+    keys = {subset: {(r.task, r.strategy) for r in results} for subset, results in by_subset.items()}
+    assert keys[None] == keys[HELD_OUT] == keys[IN_SAMPLE] and (SHOPPER_SEARCH, "hybrid") in keys[None]
+    assert any(f"{len(held)} items its training held out" in note for note in evaluation.notes)
+    in_sample = next(set(r.queries) for r in by_subset[IN_SAMPLE] if r.task == IMAGE_SEARCH)
+    assert len(in_sample) == len(held) and in_sample < set(train)  # as many training items as held out
+    for subset, members in ((HELD_OUT, set(held)), (IN_SAMPLE, set(train))):
+        for result in by_subset[subset]:
+            assert all(set(top) <= members for top in result.top), (subset, result.task, result.strategy)
+            if result.query_kind == "image":
+                assert set(result.queries) <= members
+
+    # The held-out run is the evaluation of a catalog holding only the held-out items (vector legs; BM25
+    # keeps the whole table's statistics, so the keyword strategies are only checked to stay inside it).
+    alone = evaluate_catalog(only_items(catalog["frame"], held, tmp_path, clip), [MODEL], lambda name: clip)
+    expected = {(r.task, r.strategy): r for r in alone.results}
+    compared = 0
+    for result in by_subset[HELD_OUT]:
+        if result.strategy in KEYWORD_STRATEGIES:
+            continue
+        twin = expected.get((result.task, result.strategy))
+        if twin is None:  # a query kind the held-out items alone would not generate
+            assert result.task.startswith(f"{SHOPPER_SEARCH}/"), result.task
+            continue
+        ours = dict(zip(result.queries, (r.tolist() for r in result.ranks)))
+        theirs = {query: r.tolist() for query, r in zip(twin.queries, twin.ranks) if r.size}
+        if result.query_kind == "image" or result.task == TEXT_TO_IMAGE:
+            assert ours == {query: r.tolist() for query, r in zip(twin.queries, twin.ranks)}, result.task
+        # text queries are drawn from every item, so compare the queries both runs asked
+        common = [q for q in theirs if q in ours]
+        assert all(ours[q] == theirs[q] for q in common), result.task
+        compared += len(common)
+    assert compared > 100
+    keyword = next(r for r in by_subset[HELD_OUT] if (r.task, r.strategy) == (SHOPPER_SEARCH, "keyword"))
+    assert any(top for top in keyword.top)  # the keyword leg found held-out items
+
+    # The fusion is still chosen on all items; the report says which rows are held-out and in-sample.
+    plain = evaluate_catalog(catalog["db"], [MODEL], lambda name: clip)
+    assert fusion_choices(evaluation.results) == fusion_choices(plain.results)
+    files = write_reports(evaluation, tmp_path / "reports", lambda uri: Path(uri).read_bytes())
+    assert "## Held-out vs in-sample items (trained models)" in files.markdown
+    assert "| model | task | fusion | MRR all | MRR held-out | MRR in-sample |" in files.markdown
+    rows = json.loads(files.metrics.read_text())["metrics"]
+    assert {row["subset"] for row in rows} == {None, HELD_OUT, IN_SAMPLE}
+    held_row = next(r for r in rows if (r["task"], r["strategy"], r["subset"]) == (TEXT_TO_IMAGE, None, HELD_OUT))
+    assert held_row["queries"] == len(held)
+    per_query = pl.read_parquet(files.per_query)
+    assert per_query.filter(pl.col("subset") == HELD_OUT).height > 0
+
+
+def test_a_card_of_another_version_or_without_a_split_reports_all_items_together(catalog, clip):
+    for card, says in (
+        ({"version": "0123456789abcdef", "items": {"holdout_fraction": 0.3}}, "its card is of version 0123456789abcdef"),
+        ({"version": clip.version, "items": {}}, "records no usable held-out split"),
+    ):
+        evaluation = evaluate_catalog(catalog["db"], [MODEL], lambda name: clip, training_cards={MODEL: card})
+        assert {r.subset for r in evaluation.results} == {None}
+        assert any(says in note for note in evaluation.notes)
+
+
+def test_the_keyword_leg_of_a_subset_keeps_the_best_hits_among_its_items(catalog):
+    table = catalog["db"].open_table(table_name(MODEL, "text"))
+    ids = catalog["frame"][ITEM_ID].to_list()
+    queries = ["cotton tshirt", "red cap", "!!!"]
+    everything = keyword_score_matrix(table, queries, ids, depth=None)
+    part = ids[::3]
+    restricted = keyword_score_matrix(table, queries, part, depth=2)
+    columns = [ids.index(i) for i in part]
+    for row in range(len(queries)):
+        found = [(-everything[row, j], part[n]) for n, j in enumerate(columns) if np.isfinite(everything[row, j])]
+        kept = {item for _, item in sorted(found)[:2]}
+        assert {part[n] for n in np.flatnonzero(np.isfinite(restricted[row]))} == kept
+    assert np.isfinite(restricted[0]).sum() == 2 and not np.isfinite(restricted[2]).any()

@@ -17,9 +17,8 @@ def test_a_local_checkpoint_is_available_once_its_file_exists(tmp_path):
     assert availability(spec).available and availability(spec).describe() == "available"
 
 
-def test_an_untrained_domain_clip_says_how_to_train_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("FASHION_SEARCH_HOME", str(tmp_path))
-    status = availability(domain_model_spec())
+def test_an_untrained_domain_clip_says_how_to_train_it(tmp_path):
+    status = availability(domain_model_spec(tmp_path / "models"))
     assert status.model == DOMAIN_MODEL
     assert status.describe() == (
         "unavailable: it has not been trained here yet "

@@ -15,15 +15,9 @@ from fashion_search_pipeline.models.registry import (
 )
 
 
-@pytest.fixture(autouse=True)
-def no_registry_env(monkeypatch, tmp_path):
-    monkeypatch.delenv(MODELS_ENV, raising=False)
-    monkeypatch.setenv("FASHION_SEARCH_HOME", str(tmp_path / "home"))
-
-
 def test_defaults_without_a_file(tmp_path):
-    registry = load_registry()
-    current = tmp_path / "home" / "models" / "domain-clip" / "current"
+    registry = load_registry(models_root=tmp_path / "models")
+    current = tmp_path / "models" / "domain-clip" / "current"
     assert registry == {
         "openai-clip": ModelSpec("openai-clip", "ViT-B-32", "openai"),
         "fashion-clip": ModelSpec("fashion-clip", "hf-hub:Marqo/marqo-fashionCLIP"),
@@ -31,6 +25,17 @@ def test_defaults_without_a_file(tmp_path):
     }
     registry.pop("openai-clip")
     assert "openai-clip" in PRETRAINED_MODELS, "callers get a copy, the defaults stay intact"
+
+
+def test_the_built_in_models_need_the_models_root_and_a_file_without_them_does_not(tmp_path):
+    with pytest.raises(ValueError, match="pass models_root"):
+        load_registry()
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n  m: {architecture: ViT-B-32, pretrained: openai}\n")
+    with pytest.raises(ValueError, match=r"models.yaml \(include_defaults: true\) include domain-clip"):
+        load_registry(path)
+    path.write_text("include_defaults: false\nmodels:\n  m: {architecture: ViT-B-32, pretrained: openai}\n")
+    assert load_registry(path) == {"m": ModelSpec("m", "ViT-B-32", "openai")}
 
 
 def test_yaml_file_resolves_relative_paths_against_its_folder(tmp_path, monkeypatch):
@@ -43,7 +48,7 @@ def test_yaml_file_resolves_relative_paths_against_its_folder(tmp_path, monkeypa
         "  hub-model: {architecture: 'hf-hub:org/name'}\n"
     )
     monkeypatch.chdir(tmp_path)  # relative to the file, not to the working directory
-    registry = load_registry("conf/models.yaml")
+    registry = load_registry("conf/models.yaml", models_root=tmp_path / "models")
     assert registry["my-model"] == ModelSpec(
         "my-model",
         str(folder.resolve() / "arch" / "tiny.json"),
@@ -78,7 +83,7 @@ def test_home_relative_paths_are_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     path = tmp_path / "models.yml"
     path.write_text("models:\n  m: {architecture: ViT-B-32, pretrained: ~/w.pt}\n")
-    assert load_registry(path)["m"].pretrained == str(tmp_path.resolve() / "w.pt")
+    assert load_registry(path, models_root=tmp_path)["m"].pretrained == str(tmp_path.resolve() / "w.pt")
 
 
 @pytest.mark.parametrize(
@@ -105,33 +110,35 @@ def test_home_relative_paths_are_expanded(tmp_path, monkeypatch):
         ("include_defaults: 'no'\n", "include_defaults must be true or false"),
         ("models: [a, b]\n", "'models' must map model names"),
         ("- just\n- a list\n", "must be a mapping"),
-        ("models: {m: [unclosed\n", "not valid YAML"),
+        ("models: {m: [unclosed\n", "models.yaml, line 2: not valid YAML: while parsing a flow sequence: expected"),
+        ("models:\n  m: {architecture: ViT-B-32\n  pretrained: openai}\n  - x\n", "models.yaml, line 3: not valid YAML"),
     ],
 )
 def test_bad_files_get_errors_naming_file_and_model(tmp_path, content, expected):
     path = tmp_path / "models.yaml"
     path.write_text(content)
     with pytest.raises(ModelRegistryError) as raised:
-        load_registry(path)
+        load_registry(path, models_root=tmp_path)
     assert expected in str(raised.value)
     assert str(path) in str(raised.value)
+    assert "\n" not in str(raised.value), "one line"
 
 
 def test_bad_toml_and_unreadable_files(tmp_path):
     bad_toml = tmp_path / "models.toml"
     bad_toml.write_text("[models.m\n")
     with pytest.raises(ModelRegistryError, match="not valid TOML"):
-        load_registry(bad_toml)
+        load_registry(bad_toml, models_root=tmp_path)
     with pytest.raises(ModelRegistryError, match="cannot read model registry file .*missing.yaml"):
-        load_registry(tmp_path / "missing.yaml")
+        load_registry(tmp_path / "missing.yaml", models_root=tmp_path)
     with pytest.raises(ModelRegistryError, match=r"must be \.yaml, \.yml or \.toml"):
-        load_registry(tmp_path / "models.json")
+        load_registry(tmp_path / "models.json", models_root=tmp_path)
 
 
 def test_empty_file_means_only_the_defaults(tmp_path):
     path = tmp_path / "models.yaml"
     path.write_text("")
-    assert load_registry(path) == default_models()
+    assert load_registry(path, models_root=tmp_path) == default_models(tmp_path)
 
 
 def test_spec_validates_when_built_in_code():

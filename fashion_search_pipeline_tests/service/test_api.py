@@ -15,6 +15,7 @@ import requests
 from PIL import Image
 
 from fashion_search_pipeline.demo_catalog import demo_items
+from fashion_search_pipeline.store.fusion import DEFAULT_STRATEGY
 from fashion_search_pipeline_tests.service.conftest import (
     ALLOWED_ORIGIN,
     DROP_ID,
@@ -72,7 +73,7 @@ def test_a_text_query_finds_the_item_it_describes_with_every_answer_field(servic
 
 def test_the_default_search_fuses_both_tables_and_names_the_fusion(service):
     body = post(service, {"text": "red dress"}).json()
-    assert body["fusion"] == "weighted"
+    assert body["fusion"] == DEFAULT_STRATEGY
     assert len(body["products"]) == 24
     assert {"search_image", "search_text"} <= set(body["timings_ms"])
     assert [p["rank"] for p in body["products"]] == list(range(1, 25))
@@ -271,7 +272,7 @@ def test_models_and_facets(service, service_home):
     models = requests.get(f"{service.url}/v1/models", timeout=5).json()
     assert models["default"] == MODEL
     (tiny,) = models["models"]
-    assert tiny["name"] == MODEL and tiny["status"] == "ready" and tiny["fusion"] == "weighted"
+    assert tiny["name"] == MODEL and tiny["status"] == "ready" and tiny["fusion"] == DEFAULT_STRATEGY
     assert tiny["version"] == table_version(service_home)
     assert tiny["tables"] == {"image": {"name": "tiny__image", "rows": len(ITEMS)},
                               "text": {"name": "tiny__text", "rows": len(ITEMS)}}

@@ -1,4 +1,5 @@
-"""The search page in Debian's Chromium (Playwright): type a query, upload a photo, filter, page, more like this."""
+"""The search page in Debian's Chromium (Playwright): type a query, upload a photo, filter, page, more like this;
+variants grouped behind "+N variants", and a zero-shot facet as a filter."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
-from fashion_search_pipeline_tests.service.conftest import DROP_ID
+from fashion_search_pipeline.store.fusion import DEFAULT_STRATEGY
+from fashion_search_pipeline_tests.service.conftest import CLUSTERS, DROP_ID, REUPLOADS, VARIANTS_PRODUCTS, tag_facets
 from fashion_search_pipeline_tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS
 
 
 @pytest.fixture(scope="module")
-def browser_page(service, tmp_path_factory):
+def browser_page(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser` (Debian's chromium package)")
     expect.set_options(timeout=20_000)
@@ -42,7 +44,7 @@ def test_a_shopper_searches_uploads_filters_pages_and_asks_for_more_like_this(
     page.click("#search-button")
     expect(results).to_have_count(24)
     expect(page.locator("#status")).to_contain_text("model tiny · version ")
-    expect(page.locator("#status")).to_contain_text("fusion weighted")
+    expect(page.locator("#status")).to_contain_text(f"fusion {DEFAULT_STRATEGY}")
     expect(results.first.locator("img")).to_have_js_property("complete", True)
     page.wait_for_function("[...document.querySelectorAll('#results img')].slice(0, 8).every(i => i.naturalWidth > 0)")
     page.screenshot(path=str(artifacts / "1-text-search.png"))
@@ -52,7 +54,9 @@ def test_a_shopper_searches_uploads_filters_pages_and_asks_for_more_like_this(
     expect(page.locator("#more")).to_be_hidden()
 
     page.select_option("select[data-attribute='colour']", "Red")
-    expect(page.locator("#results .product .attributes").first).to_contain_text("Red")
+    # The filtered answer replaces the grid: wait for it (the unfiltered one may already start with red items).
+    page.wait_for_function("() => { const a = [...document.querySelectorAll('#results .product .attributes')];"
+                           " return a.length > 0 && a.every(p => p.textContent.includes('Red')); }")
     colours = page.locator("#results .product .attributes").all_inner_texts()
     assert colours and all("Red" in text for text in colours)
     page.screenshot(path=str(artifacts / "2-filtered.png"))
@@ -102,3 +106,56 @@ def catalog_rows(url: str) -> int:
     """Products in the image table now (test_freshness may have added a drop)."""
     (model,) = requests.get(f"{url}/v1/models", timeout=10).json()["models"]
     return model["tables"]["image"]["rows"]
+
+
+def test_the_page_groups_variants_shows_them_on_demand_and_filters_by_a_zero_shot_facet(
+    browser_page, variants_service, artifacts
+):
+    page = browser_page
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(variants_service.url, wait_until="networkidle")
+    results = page.locator("#results .product")
+    expect(page.locator("#collapse")).to_be_checked()
+    page.select_option("#k", "96")
+    page.fill("#query", "red dress")
+    page.click("#search-button")
+    grouped = VARIANTS_PRODUCTS - sum(len(copies) for copies in REUPLOADS.values())
+    expect(results).to_have_count(grouped)
+
+    members = CLUSTERS["dress-red-1"]
+    shown = page.locator("#results .product", has=page.locator(".variants:visible"))
+    expect(shown).to_have_count(len(CLUSTERS))
+    representative = results.filter(has=page.locator(".variants", has_text="+2 variants")).get_attribute("data-item-id")
+    card = page.locator(f"#results .product[data-item-id='{representative}']")
+    assert representative in members
+    card.locator(".variants").click()
+    variants = page.locator(f"#results .product.variant[data-variant-of='{representative}']")
+    expect(variants).to_have_count(2)
+    assert set(variants.evaluate_all("cards => cards.map(c => c.dataset.itemId)")) == members - {representative}
+    following = card.evaluate("c => [c.nextElementSibling, c.nextElementSibling.nextElementSibling]"
+                              ".map(n => n.dataset.variantOf)")
+    assert following == [representative, representative], "the variants appear right after their product"
+    expect(card.locator(".variants")).to_have_text("Hide variants")
+    card.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "6-variants.png"))
+    card.locator(".variants").click()
+    expect(variants).to_have_count(0)
+
+    page.uncheck("#collapse")  # every product, variants included, each on its own
+    expect(results).to_have_count(VARIANTS_PRODUCTS)
+    expect(page.locator("#results .variants:visible")).to_have_count(0)
+    page.check("#collapse")
+    expect(results).to_have_count(grouped)
+
+    name, values = next(iter(tag_facets(variants_service.url).items()))
+    value = values[-1]["value"]
+    page.select_option(f"select[data-attribute='{name}']", value)
+    answer = requests.post(f"{variants_service.url}/v1/search", timeout=60, json={
+        "text": "red dress", "k": 96, "collapse": True, "filters": {name: value}}).json()
+    expected = [product["item_id"] for product in answer["products"]]
+    assert expected and all(product["attributes"][name] == value for product in answer["products"])
+    page.wait_for_function(
+        "ids => JSON.stringify([...document.querySelectorAll('#results .product')].map(p => p.dataset.itemId))"
+        " === JSON.stringify(ids)", arg=expected,
+    )
+    page.screenshot(path=str(artifacts / "7-zero-shot-facet.png"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from fashion_search_pipeline.store.fusion import HYBRID_WEIGHTS, fuse
+from fashion_search_pipeline.store.fusion import DEFAULT_STRATEGY, HYBRID_WEIGHTS, fuse
 
 IMAGE = pl.DataFrame({
     "item_id": ["a", "b", "c"],
@@ -174,8 +174,9 @@ WEIGHTS = {"image": 1.0, "text": 1.0, "keyword": 2.0}
 
 def test_the_hybrids_default_to_the_measured_weights():
     assert fuse(ALL_LEGS, "hybrid").equals(fuse(ALL_LEGS, "hybrid", weights=HYBRID_WEIGHTS))
-    # keyword weight 8 of 10: the keyword hits lead
-    assert fuse(ALL_LEGS, "hybrid")["item_id"].to_list()[:2] == ["d", "e"]
+    # keyword weight 4 of 6: scaled raw a 1, b .75, c .5, d 0, e 0 (a third of the score) and BM25 / best
+    # d 1, e .5 (two thirds): d .667, a .333 = e .333 (tie to the item id), b .25, c .167
+    assert fuse(ALL_LEGS, "hybrid")["item_id"].to_list() == ["d", "a", "e", "b", "c"]
 
 
 def test_hybrid_mixes_scaled_vector_scores_with_bm25_over_its_best():
@@ -218,3 +219,10 @@ def test_hybrid_weights_move_the_balance_between_keyword_and_vectors():
     keyword_heavy = fuse(ALL_LEGS, "hybrid", weights={"image": 1, "text": 1, "keyword": 100})
     assert vectors_heavy["item_id"].to_list()[:2] == ["a", "b"]
     assert keyword_heavy["item_id"].to_list()[:2] == ["d", "e"]
+
+
+def test_the_default_for_an_unevaluated_model_is_hybrid_and_ranks_photo_queries_as_raw():
+    # Measured on the shared fashion catalog with a trained domain-clip (docs/search-quality.md).
+    assert DEFAULT_STRATEGY == "hybrid"
+    assert fuse(ALL_LEGS).equals(fuse(ALL_LEGS, "hybrid"))
+    assert fuse(BOTH)[["item_id", "rank"]].equals(fuse(BOTH, "raw")[["item_id", "rank"]])  # no keyword leg

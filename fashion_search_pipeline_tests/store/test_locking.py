@@ -12,7 +12,14 @@ import pytest
 
 from fashion_search_pipeline.config import S3Settings
 from fashion_search_pipeline.store import tables
-from fashion_search_pipeline.store.locking import LockSettings, LockTimeoutError, S3Lease, table_lock
+from fashion_search_pipeline.store.locking import (
+    LockSettings,
+    LockTimeoutError,
+    LockWaitStopped,
+    S3Lease,
+    stop_waiting,
+    table_lock,
+)
 
 from .concurrent_writers import race, table_outcome, writer_rows
 
@@ -127,3 +134,35 @@ def test_duplicates_left_by_unserialised_writers_are_repaired_keeping_the_last_r
     assert outcome == {"rows": 50, "ids": 50, "whole_rows": True}
     stored = {row["item_id"]: row["drop_id"] for row in db.open_table("old__image").to_arrow().to_pylist()}
     assert all(stored[item] == "writer-1" for item in IDS[:20]) and stored[IDS[20]] == "writer-0"
+
+
+def test_stop_waiting_ends_a_lease_wait_at_once_and_a_won_lease_is_not_left_behind(s3_db):
+    _, _, client, bucket = s3_db
+    settings = LockSettings(timeout_s=30, ttl_s=30)
+    holder = S3Lease(client, bucket, "lancedb/_locks/s.lease", settings=settings)
+    waiter = S3Lease(client, bucket, "lancedb/_locks/s.lease", settings=settings)
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            with waiter.held():
+                pass
+        except BaseException as error:  # noqa: BLE001 - the test looks at what ended the wait
+            outcome.append(error)
+
+    with holder.held():
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        stop_waiting()
+        try:
+            thread.join(timeout=5)
+        finally:
+            stop_waiting(False)
+        assert time.monotonic() - started < 1.0
+    assert [type(error) for error in outcome] == [LockWaitStopped]
+    assert "stopped waiting for the lease" in str(outcome[0])
+    assert client.list_objects_v2(Bucket=bucket, Prefix="lancedb/_locks/").get("KeyCount") == 0
+    with waiter.held():  # waits go on again once stop_waiting(False)
+        pass

@@ -43,7 +43,7 @@ async function loadFacets() {
 
 function options(offset) {
   return { model: $("model").value || null, fusion: $("fusion").value || null, k: Number($("k").value), offset,
-           filters: state.filters, collapse: true };
+           filters: state.filters, collapse: $("collapse").checked };
 }
 
 async function request(query, offset) {
@@ -71,7 +71,7 @@ async function run(query, offset) {
     const answer = await request(query, offset);
     const elapsed = performance.now() - started;
     if (offset === 0) $("results").replaceChildren();
-    $("results").append(...answer.products.map(render));
+    $("results").append(...answer.products.map((product) => render(product)));
     state.offset = offset + answer.products.length;
     $("more").hidden = !answer.has_more;
     $("status").textContent = `${state.offset} products · model ${answer.model} · version ${answer.model_version} · ` +
@@ -83,22 +83,53 @@ async function run(query, offset) {
   }
 }
 
-function render(product) {
+// One result card; `variantOf`: the collapsed result whose variant it is (then it has no score).
+function render(product, variantOf) {
   const item = $("product-template").content.firstElementChild.cloneNode(true);
   item.dataset.itemId = product.item_id;
   const img = item.querySelector("img");
   img.src = `${product.thumbnail_url}?size=256`;
   img.alt = product.description || product.item_id;
   item.querySelector(".description").textContent = product.description || product.item_id;
-  item.querySelector(".score").textContent = `score ${product.score.toFixed(3)}`;
-  item.querySelector(".matched").textContent = `matched ${product.matched}` +
-    (product.variants ? ` · +${product.variants} variants` : "");
+  item.querySelector(".meta").textContent = variantOf ? `variant of ${variantOf}` :
+    `score ${product.score.toFixed(3)} · matched ${product.matched}`;
   item.querySelector(".attributes").textContent = Object.values(product.attributes).join(" · ");
   item.querySelector(".like").addEventListener("click", () => {
     window.scrollTo(0, 0);
     run({ itemId: product.item_id }, 0);
   });
+  if (variantOf) {
+    item.classList.add("variant");
+    item.dataset.variantOf = variantOf;
+  } else if (product.variants) {
+    const button = item.querySelector(".variants");
+    const label = `+${product.variants} variant${product.variants === 1 ? "" : "s"}`;
+    button.textContent = label;
+    button.hidden = false;
+    button.addEventListener("click", () => toggleVariants(item, button, label));
+  }
   return item;
+}
+
+// Show the other products of a collapsed result's cluster right after it, or hide them again.
+async function toggleVariants(item, button, label) {
+  const shown = [...$("results").children].filter((card) => card.dataset.variantOf === item.dataset.itemId);
+  if (shown.length) {
+    shown.forEach((card) => card.remove());
+    button.textContent = label;
+    button.setAttribute("aria-expanded", "false");
+    return;
+  }
+  try {
+    const model = encodeURIComponent($("model").value);
+    const { variants } = await api(`/v1/items/${encodeURIComponent(item.dataset.itemId)}/variants?model=${model}`);
+    item.after(...variants.map((variant) => render(variant, item.dataset.itemId)));
+    button.textContent = "Hide variants";
+    button.setAttribute("aria-expanded", "true");
+  } catch (error) {
+    $("error").textContent = error.message;
+    $("error").hidden = false;
+  }
 }
 
 $("search-form").addEventListener("submit", (event) => {
@@ -112,7 +143,7 @@ $("image-input").addEventListener("change", () => {
 });
 $("more").addEventListener("click", () => run(state.query, state.offset));
 $("model").addEventListener("change", async () => { await loadFacets(); if (state.query) run(state.query, 0); });
-for (const id of ["k", "fusion"]) $(id).addEventListener("change", () => { if (state.query) run(state.query, 0); });
+for (const id of ["k", "fusion", "collapse"]) $(id).addEventListener("change", () => { if (state.query) run(state.query, 0); });
 
 // Drag-and-drop a photo anywhere on the page.
 let dragDepth = 0;
