@@ -355,11 +355,14 @@ class CatalogSearch:
         """The one model version the tables' rows hold (None when empty); raises while they hold two."""
         versions = frozenset().union(*(self._table_versions(name, table) for name, table in tables.values()))
         if len(versions) > 1:
-            raise ReembeddingInProgressError(
-                f"model {spec.name!r}: re-embedding to version {load_clip(spec).version} in progress (its tables "
-                f"hold versions {', '.join(sorted(versions))}); search answers again once the embeddings runs finish"
-            )
+            raise ReembeddingInProgressError.of(spec, versions)
         return next(iter(versions), None)
+
+    def table_versions(self, model: str | None = None) -> frozenset[str]:
+        """The model versions the rows of the model's tables hold (re-read when a table has a new commit)."""
+        spec = self._spec(model)
+        tables = self._open_tables(spec.name, MODALITIES)
+        return frozenset().union(*(self._table_versions(name, table) for name, table in tables.values()))
 
     def _table_versions(self, name: str, table: Table) -> frozenset[str]:
         """The model versions of a table's rows, re-read when the table has a new commit."""
@@ -383,6 +386,15 @@ class CatalogSearch:
 
 class ReembeddingInProgressError(RuntimeError):
     """A model's tables hold vectors of more than one version: a re-embedding is under way."""
+
+    @classmethod
+    def of(cls, spec: ModelSpec, held: frozenset[str], encoded_by: str | None = None) -> ReembeddingInProgressError:
+        """The error for `spec`'s tables holding versions `held` (and a query encoded by `encoded_by`)."""
+        query = f"the query was encoded by version {encoded_by}, " if encoded_by else ""
+        return cls(
+            f"model {spec.name!r}: re-embedding to version {load_clip(spec).version} in progress ({query}its tables "
+            f"hold versions {', '.join(sorted(held))}); search answers again once the embeddings runs finish"
+        )
 
 
 @dataclass(frozen=True)

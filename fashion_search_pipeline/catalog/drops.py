@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from .storage import filesystem_for, join_uri
@@ -76,20 +77,20 @@ class DropLocation:
         return join_uri(self.uri, DELETIONS_FILE)
 
 
-class DropListing:
+class DropListing(ABC):
     """The drop folders of a landing area: the one listing the CLI, the sensor and the schedule use.
 
     Subclasses list folder names and the files directly in a drop's folder; completeness (the
     _SUCCESS marker) and `list_drops` follow from those two.
     """
 
+    @abstractmethod
     def drop_ids_after(self, after: str | None = None) -> list[str]:
         """Drop folder names greater than `after` (all when None), sorted."""
-        raise NotImplementedError
 
+    @abstractmethod
     def files(self, drop_id: str) -> set[str]:
         """Names of the files directly in the drop's folder (captions.csv, _SUCCESS, ...)."""
-        raise NotImplementedError
 
     def is_complete(self, drop_id: str) -> bool:
         """Whether the drop's _SUCCESS marker exists."""

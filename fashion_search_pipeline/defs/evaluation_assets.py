@@ -1,7 +1,5 @@
 """retrieval_evaluation: MRR, recall@k and nDCG of every model, direction and fusion strategy; and its checks."""
 
-import json
-from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
@@ -38,8 +36,7 @@ from fashion_search_pipeline.evaluation.retrieval import DEFAULT_LABEL_COLUMNS
 from fashion_search_pipeline.evaluation.suite import evaluate_catalog
 from fashion_search_pipeline.models.availability import registry_availability
 from fashion_search_pipeline.models.loading import LoadedClip, ModelLoadError
-from fashion_search_pipeline.models.published import CARD_JSON
-from fashion_search_pipeline.models.registry import ModelSpec
+from fashion_search_pipeline.models.published import training_cards
 from fashion_search_pipeline.store.fusion_choices import TABLE as CHOICES_TABLE
 from fashion_search_pipeline.store.fusion_choices import FusionChoice, record_fusion_choices
 
@@ -61,17 +58,6 @@ EVALUATION_AUTOMATION = (
 def default_report_folder(home: str | Path | None) -> Path:
     """Where retrieval_evaluation writes its reports unless configured otherwise: <home>/reports/..."""
     return Path(home or settings.Settings.from_env({}).home) / "reports" / REPORT_FOLDER
-
-
-def training_cards(specs: Mapping[str, ModelSpec]) -> dict[str, dict]:
-    """The model cards of registered models published with one (card.json beside a local checkpoint:
-    domain-clip), which record the held-out split their training used."""
-    cards = {}
-    for name, spec in specs.items():
-        checkpoint = Path(spec.pretrained) if spec.pretrained else None
-        if checkpoint is not None and checkpoint.is_file() and checkpoint.with_name(CARD_JSON).is_file():
-            cards[name] = json.loads(checkpoint.with_name(CARD_JSON).read_text(encoding="utf-8"))
-    return cards
 
 
 class RetrievalEvaluationConfig(Config):

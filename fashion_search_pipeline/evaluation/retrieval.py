@@ -360,10 +360,25 @@ def evaluate_model(
                 results += _per_kind(task_results, query_set.queries, kinds)
         return results
 
+    if subsets and encode_text is not None:
+        encode_text = _encoding_each_text_once(encode_text)  # the subsets ask for the same queries again
     results = tasks(vectors)
     for name, item_ids in (subsets or {}).items():
         results += [dataclasses.replace(result, subset=name) for result in tasks(vectors.subset(item_ids))]
     return results, notes
+
+
+def _encoding_each_text_once(encode_text: TextEncoder) -> TextEncoder:
+    """`encode_text` that encodes each distinct text once, however many calls ask for it."""
+    vectors: dict[str, np.ndarray] = {}
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        missing = [text for text in dict.fromkeys(texts) if text not in vectors]
+        if missing:
+            vectors.update(zip(missing, encode_text(missing)))
+        return np.stack([vectors[text] for text in texts]) if texts else encode_text(texts)
+
+    return encode
 
 
 def _per_kind(results: list[TaskResult], queries: Sequence[str], kinds: Sequence[str]) -> list[TaskResult]:

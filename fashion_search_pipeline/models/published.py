@@ -17,6 +17,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,6 +111,17 @@ def read_card(name: str, root: Path | None) -> dict | None:
     been published there (or no root is given)."""
     path = current_dir(name, root) / CARD_JSON if root is not None else None
     return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.exists() else None
+
+
+def training_cards(specs: Mapping[str, ModelSpec]) -> dict[str, dict]:
+    """The model cards of registered models published with one (card.json beside a local checkpoint:
+    domain-clip), which record the held-out split their training used."""
+    cards = {}
+    for name, spec in specs.items():
+        checkpoint = Path(spec.pretrained) if spec.pretrained else None
+        if checkpoint is not None and checkpoint.is_file() and checkpoint.with_name(CARD_JSON).is_file():
+            cards[name] = json.loads(checkpoint.with_name(CARD_JSON).read_text(encoding="utf-8"))
+    return cards
 
 
 def version_spec(spec: ModelSpec, version: str) -> ModelSpec | None:

@@ -311,15 +311,11 @@ def _search(state: _ServiceState, request: SearchOptions, image, timings: dict[s
         )
         # Read after the search: the tables only move forward to a new version, so when they still
         # hold only the query's version, so did the rows this search read.
-        held = state.view.versions(model)
+        held = state.search.table_versions(model)
         if held <= {version}:
             break
     else:
-        raise ReembeddingInProgressError(
-            f"model {model!r}: re-embedding to version {load_clip(state.search.registry[model]).version} in progress "
-            f"(the query was encoded by version {version}, the tables now hold {', '.join(sorted(held))}); "
-            "search answers again once the embeddings runs finish"
-        )
+        raise ReembeddingInProgressError.of(state.search.registry[model], held, encoded_by=version)
     if item_id is not None:
         frame = frame.filter(frame[ITEM_ID] != item_id)
     page = frame.slice(request.offset, request.k)

@@ -1,6 +1,5 @@
 """What the service shows of the catalog, read from the same embedding tables that search reads:
-models with tables, one item by id, its variants, attribute facets, the model versions the rows hold,
-per-table gauges."""
+models with tables, one item by id, its variants, attribute facets, per-table gauges."""
 
 from __future__ import annotations
 
@@ -46,7 +45,6 @@ class CatalogView:
         self.search = search
         self.models_root = models_root
         self._facets: dict[str, tuple[int, dict]] = {}
-        self._versions: dict[str, tuple[int, frozenset[str]]] = {}
         self._lock = threading.Lock()
 
     def tables(self, model: str) -> dict[str, Table]:
@@ -91,23 +89,6 @@ class CatalogView:
         rows = (table.search().where((col(CLUSTER_ID) == cluster) & (col(ITEM_ID) != found[ITEM_ID]))
                 .select(columns).limit(MAX_VARIANTS).to_arrow().to_pylist())
         return sorted(rows, key=lambda row: row[ITEM_ID])
-
-    def versions(self, model: str) -> frozenset[str]:
-        """The model versions the rows of the model's tables hold, re-read when a table has a new commit.
-        Read after a search: a version the tables left since the query was encoded shows up here."""
-        held: set[str] = set()
-        for modality, table in self.tables(model).items():
-            name = table_name(model, modality)
-            commit = table.version
-            with self._lock:
-                cached = self._versions.get(name)
-            if cached is None or cached[0] != commit:
-                keys = table.search().select([MODEL_VERSION]).limit(None).to_arrow()
-                cached = (commit, frozenset(keys.column(MODEL_VERSION).to_pylist()))
-                with self._lock:
-                    self._versions[name] = cached
-            held |= cached[1]
-        return frozenset(held)
 
     def facets(self, model: str) -> dict[str, list[dict]]:
         """attribute -> its most frequent values with counts, over the model's image table (else text);

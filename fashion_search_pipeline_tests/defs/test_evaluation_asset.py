@@ -17,15 +17,12 @@ from lancedb.index import IvfPq
 
 from fashion_search_pipeline import cli, config
 from fashion_search_pipeline.defs.checks import ANN_MIN_RECALL, ann_index_recall
-from fashion_search_pipeline.defs.evaluation_assets import (
-    RetrievalEvaluationConfig,
-    materialize_evaluation,
-    training_cards,
-)
+from fashion_search_pipeline.defs.evaluation_assets import RetrievalEvaluationConfig, materialize_evaluation
 from fashion_search_pipeline.defs.materialize import materialize_graph
 from fashion_search_pipeline.defs.resources import CatalogStorage
 from fashion_search_pipeline.demo_catalog import demo_items, write_drop
 from fashion_search_pipeline.models.checkpoints import TINY_CONFIG
+from fashion_search_pipeline.models.published import training_cards
 from fashion_search_pipeline.models.registry import ModelSpec
 from fashion_search_pipeline.search import CatalogSearch
 from fashion_search_pipeline.store.fusion import STRATEGIES
