@@ -102,6 +102,46 @@ def test_the_page_drops_a_photo_and_fits_a_phone(browser_page, service, service_
     page.screenshot(path=str(artifacts / "5-phone.png"))
 
 
+# Holds back every answer to a text search by 1.5 s (network latency, in the page's own fetch), and counts the
+# text searches that have settled: answered after the delay, or aborted.
+HOLD_BACK_TEXT_ANSWERS = """
+  const realFetch = window.fetch;
+  window.settledTextSearches = 0;
+  window.fetch = async (path, options) => {
+    if (path !== '/v1/search') return realFetch(path, options);
+    try {
+      const response = await realFetch(path, options);
+      await new Promise(resolve => setTimeout(resolve, 1500));
+      return response;
+    } finally {
+      window.settledTextSearches += 1;
+    }
+  };
+"""
+
+
+def test_a_slow_earlier_answer_never_replaces_the_newer_search(browser_page, service, service_home, artifacts):
+    page = browser_page.context.new_page()
+    try:
+        page.add_init_script(HOLD_BACK_TEXT_ANSWERS)
+        page.goto(service.url, wait_until="networkidle")
+        page.select_option("#fusion", "image")
+        page.fill("#query", "red dress")
+        page.click("#search-button")  # its answer comes 1.5 s late
+        photo = service_home / "landing" / "drops" / DROP_ID / "images" / "shoes-blue-1.jpg"
+        page.set_input_files("#image-input", str(photo))
+        first = page.locator("#results .product").first
+        expect(first).to_have_attribute("data-item-id", "shoes-blue-1")
+        page.wait_for_function("window.settledTextSearches === 1")
+        page.evaluate("() => new Promise(requestAnimationFrame)")  # let the page handle what arrived
+        expect(page.locator("#query-chip")).to_have_text("Photo: shoes-blue-1.jpg")
+        assert first.get_attribute("data-item-id") == "shoes-blue-1"
+        assert "fusion image" in page.locator("#status").inner_text()
+        expect(page.locator("#error")).to_be_hidden()
+    finally:
+        page.close()
+
+
 def catalog_rows(url: str) -> int:
     """Products in the image table now (test_freshness may have added a drop)."""
     (model,) = requests.get(f"{url}/v1/models", timeout=10).json()["models"]

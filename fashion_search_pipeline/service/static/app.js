@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { query: null, offset: 0, filters: {} };
+const state = { query: null, offset: 0, filters: {}, inFlight: null };
 
 async function api(path, options) {
   const response = await fetch(path, options);
@@ -46,20 +46,26 @@ function options(offset) {
            filters: state.filters, collapse: $("collapse").checked };
 }
 
-async function request(query, offset) {
+async function request(query, offset, signal) {
   if (query.file) {
     const form = new FormData();
     const o = options(offset);
     form.append("image", query.file);
     for (const key of ["model", "fusion", "k", "offset", "collapse"]) if (o[key] !== null) form.append(key, String(o[key]));
     form.append("filters", JSON.stringify(o.filters));
-    return api("/v1/search/image", { method: "POST", body: form });
+    return api("/v1/search/image", { method: "POST", body: form, signal });
   }
   const body = { ...options(offset), ...(query.text ? { text: query.text } : { item_id: query.itemId }) };
-  return api("/v1/search", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  return api("/v1/search", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+                             signal });
 }
 
+// Run a search and show its answer. Only the newest search renders: starting one aborts the one in flight,
+// so a slow earlier answer (another filter, the previous query) can never replace a newer one.
 async function run(query, offset) {
+  state.inFlight?.abort();
+  const controller = new AbortController();
+  state.inFlight = controller;
   state.query = query;
   $("error").hidden = true;
   $("status").textContent = "Searching…";
@@ -68,7 +74,8 @@ async function run(query, offset) {
   chip.textContent = query.file ? `Photo: ${query.file.name}` : query.itemId ? `More like ${query.itemId}` : "";
   try {
     const started = performance.now();
-    const answer = await request(query, offset);
+    const answer = await request(query, offset, controller.signal);
+    if (controller.signal.aborted) return;
     const elapsed = performance.now() - started;
     if (offset === 0) $("results").replaceChildren();
     $("results").append(...answer.products.map((product) => render(product)));
@@ -77,6 +84,7 @@ async function run(query, offset) {
     $("status").textContent = `${state.offset} products · model ${answer.model} · version ${answer.model_version} · ` +
       `fusion ${answer.fusion} · ${answer.timings_ms.total.toFixed(0)} ms server, ${elapsed.toFixed(0)} ms in all`;
   } catch (error) {
+    if (controller.signal.aborted) return;
     $("status").textContent = "";
     $("error").textContent = error.message;
     $("error").hidden = false;
