@@ -49,7 +49,7 @@ def test_the_keyword_leg_honours_where(search):
 def test_syntax_characters_and_stop_words_fall_back_to_the_vector_legs(search, query):
     hybrid = search.text(query, k=5, fusion="hybrid")
     assert hybrid[ITEM_ID].to_list()[: (1 if "heels" in query else 5)] == (
-        ["heels-03"] if "heels" in query else search.text(query, k=5, fusion="raw")[ITEM_ID].to_list()
+        ["heels-03"] if "heels" in query else search.text(query, k=5, fusion="rrf")[ITEM_ID].to_list()
     )
 
 
@@ -58,10 +58,10 @@ def test_keyword_fusion_needs_a_text_query(search, catalog):  # noqa: F811
         search.image(catalog["photos"]["cap-04"], fusion="keyword")
 
 
-def test_image_queries_with_hybrid_rank_as_raw(search, catalog):  # noqa: F811
+def test_image_queries_with_hybrid_rank_as_rrf(search, catalog):  # noqa: F811
     photo = catalog["photos"]["jeans-06"]
-    hybrid, raw = search.image(photo, fusion="hybrid"), search.image(photo, fusion="raw")
-    assert hybrid[ITEM_ID].to_list() == raw[ITEM_ID].to_list()
+    hybrid, rrf = search.image(photo, fusion="hybrid"), search.image(photo, fusion="rrf")
+    assert hybrid[ITEM_ID].to_list() == rrf[ITEM_ID].to_list()
 
 
 def test_collapse_keeps_the_best_row_of_each_cluster_and_counts_its_variants(search, catalog):  # noqa: F811

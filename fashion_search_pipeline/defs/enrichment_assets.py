@@ -26,12 +26,14 @@ from fashion_search_pipeline.enrichment.caption_qa import DEFAULT_TOP, caption_m
 from fashion_search_pipeline.enrichment.clusters import DEFAULT_VARIANT_THRESHOLD, threshold_sweep
 from fashion_search_pipeline.enrichment.clusters import product_clusters as cluster_items
 from fashion_search_pipeline.enrichment.contact_sheet import contact_sheet
-from fashion_search_pipeline.enrichment.tags import load_facets, tag_items
+from fashion_search_pipeline.enrichment.tags import FacetReport, load_facets, tag_items
+from fashion_search_pipeline.evaluation.held_out import HELD_OUT, card_subsets
 from fashion_search_pipeline.evaluation.report import markdown_image
 from fashion_search_pipeline.evaluation.vectors import ModelVectors, read_model_vectors
 from fashion_search_pipeline.markdown import markdown_table
 from fashion_search_pipeline.models.encoders import encode_texts
 from fashion_search_pipeline.models.loading import ModelLoadError
+from fashion_search_pipeline.models.published import training_cards
 from fashion_search_pipeline.store.clusters import CLUSTER_ID, CLUSTER_SIZE
 from fashion_search_pipeline.store.item_columns import write_item_columns
 from fashion_search_pipeline.store.tables import ModelTablesMissingError, table_name
@@ -128,10 +130,12 @@ def product_tags(
 ) -> MaterializeResult:
     """Zero-shot facets (pattern, sleeve, ... from the facet file) tagged from each item's image
     embedding, per model, written as `facet` and `facet_confidence` columns of its tables; mirrored
-    facets abstain below the threshold that reaches the target precision."""
+    facets abstain below the threshold that reaches the target precision, chosen for a trained model
+    on the items its training held out (the ones it has not learned by heart)."""
     facets = load_facets(config.facets_file)
     db = storage.connect_db()
     metadata: dict = {"facets_file": facets.source, "target_precision": facets.target_precision}
+    cards = training_cards(models.specs())
     for name in sorted(models.specs()):
         try:
             vectors = read_model_vectors(db, name)
@@ -139,16 +143,26 @@ def product_tags(
         except (ModelTablesMissingError, ModelLoadError) as error:
             context.log.warning(f"model {name}: not tagged: {str(error).splitlines()[0]}")
             continue
-        tags, reports = tag_items(vectors.items, vectors.image, facets, partial(encode_texts, clip))
+        subsets = card_subsets(cards.get(name), vectors.items[C.ITEM_ID].to_list())
+        calibration = subsets[HELD_OUT] if subsets else None
+        tags, reports = tag_items(vectors.items, vectors.image, facets, partial(encode_texts, clip), calibration)
         rows = pa.Table.from_pandas(tags.to_pandas(), preserve_index=False)
         write_item_columns(db, [table_name(name, modality) for modality in C.MODALITIES], rows)
         metadata[f"{name}/facets"] = MetadataValue.md(markdown_table(
-            ["facet", "mirrors", "threshold", "precision", "coverage", "accuracy (no abstain)"],
-            [[r.facet, r.mirrors or "–", f"{r.threshold:.3f}", _fmt(r.precision), _fmt(r.coverage), _fmt(r.accuracy)]
+            ["facet", "mirrors", "calibrated on", "threshold (margin)", "precision", "coverage",
+             "accuracy (no abstain)"],
+            [[r.facet, r.mirrors or "–", _calibrated_on(r, subsets is not None), f"{r.threshold:.3f}",
+              _fmt(r.precision), _fmt(r.coverage), _fmt(r.accuracy)]
              for r in reports],
         ))
         metadata[f"{name}/label_counts"] = MetadataValue.json({r.facet: r.label_counts for r in reports})
     return MaterializeResult(metadata=metadata)
+
+
+def _calibrated_on(report: FacetReport, held_out: bool) -> str:
+    if not report.mirrors:
+        return "–"
+    return f"{report.calibration_items} held-out items" if held_out else f"all {report.calibration_items} items"
 
 
 def _fmt(value: float | None) -> str:

@@ -2,10 +2,13 @@
 
 Facets come from a YAML file (facets.yaml ships a default set): name, prompt template, labels,
 and optionally the catalog attribute the facet `mirrors`. A label's prompt is encoded once per
-model; an item gets the label with the highest softmax probability over the facet's prompts
-(CLIP's logit scale 100), and that probability as its confidence. A mirrored facet abstains
-(null tag) below the lowest confidence at which its tags reach the target precision against the
-attribute; the others tag every item.
+model; an item gets the label whose prompt its image is closest to (cosine), and as its confidence
+the margin over the runner-up label (top-1 minus top-2 cosine, 0 to 2). A softmax probability at
+CLIP's logit scale of 100 would saturate: for a trained model it is exactly 1.0 for up to 45 % of
+the items, leaving no threshold between "all of those" and "none". A mirrored facet abstains (null
+tag) below the lowest confidence at which its tags reach the target precision against the
+attribute, measured on the calibration items (for a trained model, the items its training held out;
+otherwise all); the others tag every item.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from fashion_search_pipeline.columns import ITEM_ID, RESERVED_COLUMNS
 
 DEFAULT_FACETS_FILE = "facets.yaml"
 DEFAULT_TARGET_PRECISION = 0.9
-LOGIT_SCALE = 100.0
 CONFIDENCE_SUFFIX = "_confidence"
 
 
@@ -56,12 +58,13 @@ class FacetConfig:
 @dataclass
 class FacetReport:
     """What tagging one facet measured: the threshold, and for a mirrored facet the precision
-    and coverage at it (and the accuracy without abstaining)."""
+    and coverage at it (and the accuracy without abstaining) on the `calibration_items`."""
 
     facet: str
     mirrors: str | None
     threshold: float
     items: int
+    calibration_items: int = 0
     coverage: float | None = None
     precision: float | None = None
     accuracy: float | None = None
@@ -136,38 +139,46 @@ def tag_items(
     image: np.ndarray,
     config: FacetConfig,
     encode_texts: Callable[[Sequence[str]], np.ndarray],
+    calibration_ids: Collection[str] | None = None,
 ) -> tuple[pl.DataFrame, list[FacetReport]]:
     """item_id plus <facet> and <facet>_confidence columns for every facet, and what each measured.
-    `image` holds the items' unit image vectors; `encode_texts` the model's text encoder."""
+    `image` holds the items' unit image vectors; `encode_texts` the model's text encoder;
+    `calibration_ids` the items a mirrored facet's threshold is chosen on (None: all items)."""
     check_tag_columns(config, items.columns)
     columns: dict[str, list] = {ITEM_ID: items[ITEM_ID].to_list()}
+    calibration = (np.ones(items.height, dtype=bool) if calibration_ids is None
+                   else items[ITEM_ID].is_in(list(calibration_ids)).to_numpy())
     reports = []
     for facet in config.facets:
         labels = facet_labels(facet, items)
         if not labels:
             continue
-        prompts = encode_texts([facet.prompt.format(label=label) for label in labels])
+        prompts = np.asarray(encode_texts([facet.prompt.format(label=label) for label in labels]), dtype=np.float64)
         prompts = prompts / np.linalg.norm(prompts, axis=1, keepdims=True)
-        logits = LOGIT_SCALE * image @ prompts.T
-        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
-        best = probabilities.argmax(axis=1)
-        confidence = probabilities.max(axis=1)
-        predicted = [labels[i] for i in best]
-        report = FacetReport(facet.name, facet.mirrors, 0.0, len(predicted))
+        predicted, confidence = closest_labels(np.asarray(image, dtype=np.float64) @ prompts.T, labels)
+        report = FacetReport(facet.name, facet.mirrors, 0.0, len(predicted), int(calibration.sum()))
         if facet.mirrors in items.columns:
-            truth = items[facet.mirrors].to_list()
-            correct = np.array([p == t for p, t in zip(predicted, truth)])
+            correct = np.array([p == t for p, t in zip(predicted, items[facet.mirrors].to_list())], dtype=bool)
             report.threshold, report.precision, report.coverage = abstain_threshold(
-                confidence, correct, config.target_precision
+                confidence[calibration], correct[calibration], config.target_precision
             )
-            report.accuracy = float(correct.mean()) if correct.size else None
+            report.accuracy = float(correct[calibration].mean()) if calibration.any() else None
         kept = [label if c >= report.threshold else None for label, c in zip(predicted, confidence)]
         report.label_counts = dict(pl.Series(kept, dtype=pl.Utf8).drop_nulls().value_counts().iter_rows())
         columns[facet.name] = kept
-        columns[facet.confidence_column] = confidence.astype(np.float64).tolist()
+        columns[facet.confidence_column] = confidence.tolist()
         reports.append(report)
     return pl.DataFrame(columns), reports
+
+
+def closest_labels(cosines: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Each row's closest label (cosines: items x labels) and its margin over the runner-up
+    (0 when there is only one label)."""
+    best = cosines.argmax(axis=1)
+    if cosines.shape[1] < 2:
+        return [labels[i] for i in best], np.zeros(cosines.shape[0])
+    top_two = np.partition(cosines, -2, axis=1)[:, -2:]
+    return [labels[i] for i in best], top_two[:, 1] - top_two[:, 0]
 
 
 def abstain_threshold(

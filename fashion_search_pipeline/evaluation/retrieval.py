@@ -180,10 +180,11 @@ def _combined(
         return sum(_with_lowest(scores[m], returned[m]) / len(vector) for m in vector)
     # hybrid: the vector legs' raw score (a candidate only the keyword leg returned counts the
     # lowest) min-max scaled over the listed candidates, plus BM25 over the query's best BM25;
-    # rows without keyword hits keep the raw order.
-    raw = np.maximum(*[np.where(returned[m], scores[m], -np.inf) for m in vector])
+    # rows without keyword hits rank as rrf.
+    rrf = sum(np.where(returned[m], 1.0 / (RRF_K + ranks[m]), 0.0) for m in vector)
     if KEYWORD not in scores:
-        return raw
+        return rrf
+    raw = np.maximum(*[np.where(returned[m], scores[m], -np.inf) for m in vector])
     by_vector = returned["image"] | returned["text"]
     lowest = np.where(by_vector, raw, np.inf).min(axis=1, keepdims=True)
     raw = np.where(by_vector, raw, np.where(np.isfinite(lowest), lowest, 0.0))
@@ -196,7 +197,8 @@ def _combined(
     best = np.where(np.isfinite(best) & (best > 0), best, 1.0)
     keyword = np.where(returned[KEYWORD], scores[KEYWORD] / best, 0.0)
     share = sum(HYBRID_WEIGHTS[m] for m in vector) / sum(HYBRID_WEIGHTS[m] for m in scores)
-    return np.round(share * scaled + (1 - share) * keyword, HYBRID_DECIMALS)
+    hybrid = np.round(share * scaled + (1 - share) * keyword, HYBRID_DECIMALS)
+    return np.where(returned[KEYWORD].any(axis=1, keepdims=True), hybrid, rrf)
 
 
 def _with_lowest(values: np.ndarray, returned: np.ndarray) -> np.ndarray:

@@ -89,7 +89,6 @@ _loaded: dict[ModelSpec, tuple[tuple, LoadedClip]] = {}
 _load_lock = threading.Lock()
 _fingerprints: dict[tuple[str, int, int], str] = {}
 _config_lock = threading.Lock()
-_config_folder: tempfile.TemporaryDirectory | None = None
 
 
 def load_clip(spec: ModelSpec) -> LoadedClip:
@@ -238,19 +237,19 @@ def _register_config(stem: str, config: dict[str, Any]) -> str:
     """Register a model config with open_clip under a name unique to its content, and return the name.
 
     open_clip knows configs by file name in a global table; naming each by content hash means two
-    files that share a name never shadow each other (or a built-in) and an edited file is new.
+    files that share a name never shadow each other (or a built-in) and an edited file is new. open_clip
+    reads the file when it is added and keeps the config, so the file lives only for that call (a
+    process killed later leaves nothing behind; later rescans skip the missing path).
     """
     import open_clip
-    global _config_folder
     text = json.dumps(config, sort_keys=True)
     name = f"{stem}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
     with _config_lock:
         if open_clip.get_model_config(name) is None:
-            if _config_folder is None:
-                _config_folder = tempfile.TemporaryDirectory(prefix="fsp-open-clip-configs-")
-            config_file = Path(_config_folder.name) / f"{name}.json"
-            config_file.write_text(text, encoding="utf-8")
-            open_clip.add_model_config(config_file)
+            with tempfile.TemporaryDirectory(prefix="fsp-open-clip-config-") as folder:
+                config_file = Path(folder) / f"{name}.json"
+                config_file.write_text(text, encoding="utf-8")
+                open_clip.add_model_config(config_file)
     return name
 
 

@@ -57,7 +57,7 @@ def test_the_materializations_report_clusters_facets_and_a_thumbnail_sample(grap
     assert clusters["largest_clusters"].value.startswith("![largest clusters](data:image/")
     assert [row["threshold"] for row in clusters["threshold_sweep"].value]
     tags = graph["result"].asset_materializations_for_node("product_tags")[0].metadata
-    assert "| predicted_type | article_type |" in tags[f"{TINY_MODEL}/facets"].value
+    assert "| predicted_type | article_type | all 84 items |" in tags[f"{TINY_MODEL}/facets"].value
 
 
 def test_the_caption_check_warns_with_the_mismatched_items(graph):

@@ -10,6 +10,7 @@ from fashion_search_pipeline.enrichment.tags import (
     FacetConfigError,
     abstain_threshold,
     check_tag_columns,
+    closest_labels,
     load_facets,
     parse_facets,
     tag_items,
@@ -81,6 +82,28 @@ def test_equal_confidences_are_kept_or_dropped_together():
     assert abstain_threshold(confidence, correct, 0.9) == (0.9, 1.0, pytest.approx(1 / 3))
 
 
+def test_the_confidence_is_the_margin_over_the_runner_up_label():
+    labels, margins = closest_labels(np.array([[0.30, 0.10, 0.25], [0.0, 0.5, -0.2]]), ("a", "b", "c"))
+    assert labels == ["a", "b"] and margins == pytest.approx([0.05, 0.5])
+    assert closest_labels(np.array([[0.3], [0.1]]), ("only",)) == (["only", "only"], pytest.approx([0.0, 0.0]))
+
+
+def test_a_mirrored_facet_chooses_its_threshold_on_the_calibration_items_only():
+    # Prompts "a" and "b" encode to the axes; margins 0.8, 0.7, 0.5 for "a" and 0.2 for "b".
+    image = np.array([[0.9, 0.1], [0.85, 0.15], [0.75, 0.25], [0.4, 0.6]])
+    items = pl.DataFrame({"item_id": ["x1", "x2", "x3", "x4"], "colour": ["a", "b", "a", "a"]})
+    config = parse_facets("facets:\n  - name: predicted_colour\n    mirrors: colour\n", "f.yaml")
+    axes = {"a photo of a": [1.0, 0.0], "a photo of b": [0.0, 1.0]}
+    encode = lambda texts: np.array([axes[text] for text in texts])  # noqa: E731
+    _, (everything,) = tag_items(items, image, config, encode)
+    assert (everything.threshold, everything.coverage, everything.calibration_items) == (pytest.approx(0.8), 0.25, 4)
+    # x2 (a training item the model is confidently wrong on) no longer sets the bar
+    tags, (calibrated,) = tag_items(items, image, config, encode, calibration_ids={"x1", "x3", "x4"})
+    assert (calibrated.threshold, calibrated.precision, calibrated.calibration_items) == (pytest.approx(0.5), 1.0, 3)
+    assert calibrated.coverage == pytest.approx(2 / 3)
+    assert tags["predicted_colour"].to_list() == ["a", "a", "a", None]
+
+
 def test_tag_items_with_a_real_model_writes_a_label_and_confidence_per_facet(tiny_checkpoint):
     spec = ModelSpec("tiny", str(TINY_CONFIG), pretrained=str(tiny_checkpoint), precision="fp32", batch_size=4)
     clip = load_clip(spec)
@@ -94,7 +117,7 @@ def test_tag_items_with_a_real_model_writes_a_label_and_confidence_per_facet(tin
         "item_id", "pattern", "pattern_confidence", "predicted_colour", "predicted_colour_confidence"
     ]
     assert set(tags["pattern"]) <= {"striped", "solid"} and tags["pattern"].null_count() == 0
-    assert ((tags["pattern_confidence"] >= 0.5) & (tags["pattern_confidence"] <= 1)).all()
+    assert ((tags["pattern_confidence"] >= 0) & (tags["pattern_confidence"] <= 2)).all()  # a cosine margin
     mirrored = next(r for r in reports if r.facet == "predicted_colour")
     kept = tags.filter(pl.col("predicted_colour").is_not_null())
     # the abstain threshold holds: what is kept reaches the target precision (or nothing is kept)

@@ -201,9 +201,9 @@ def test_hybrid_rrf_adds_the_keyword_legs_reciprocal_rank_with_its_weight():
 
 def test_without_keyword_hits_the_hybrids_rank_as_their_vector_strategies():
     empty = KEYWORD.head(0)
-    for hybrid, vector in (("hybrid", "raw"), ("hybrid_rrf", "rrf")):
+    for hybrid in ("hybrid", "hybrid_rrf"):
         for legs in (BOTH, {**BOTH, "keyword": empty}):
-            assert fuse(legs, hybrid)["item_id"].to_list() == fuse(BOTH, vector)["item_id"].to_list()
+            assert fuse(legs, hybrid)["item_id"].to_list() == fuse(BOTH, "rrf")["item_id"].to_list()
 
 
 def test_vector_strategies_ignore_the_keyword_leg_and_keyword_uses_only_it():
@@ -221,8 +221,8 @@ def test_hybrid_weights_move_the_balance_between_keyword_and_vectors():
     assert keyword_heavy["item_id"].to_list()[:2] == ["d", "e"]
 
 
-def test_the_default_for_an_unevaluated_model_is_hybrid_and_ranks_photo_queries_as_raw():
+def test_the_default_for_an_unevaluated_model_is_hybrid_and_ranks_photo_queries_as_rrf():
     # Measured on the shared fashion catalog with a trained domain-clip (docs/search-quality.md).
     assert DEFAULT_STRATEGY == "hybrid"
     assert fuse(ALL_LEGS).equals(fuse(ALL_LEGS, "hybrid"))
-    assert fuse(BOTH)[["item_id", "rank"]].equals(fuse(BOTH, "raw")[["item_id", "rank"]])  # no keyword leg
+    assert fuse(BOTH)[["item_id", "rank"]].equals(fuse(BOTH, "rrf")[["item_id", "rank"]])  # no keyword leg
