@@ -249,19 +249,41 @@ class CatalogSearch:
         fused, seconds = _timed(fuse, results, strategy, wanted)
         if timings is not None:
             timings["fusion"] = seconds
-        return collapse_variants(fused, k) if collapse else fused
+        products, seconds = _timed(self._with_payload, fused, tables)
+        if timings is not None:
+            timings["payload"] = seconds
+        return collapse_variants(products, k) if collapse else products
 
     def _keyword(self, name: str, table: Table, query: str, limit: int, where: str | None) -> pl.DataFrame:
-        """The keyword leg: the `limit` best BM25 matches over description and attribute text."""
-        names = table.schema.names
-        columns = [c for c in (ITEM_ID, IMAGE_URI, DESCRIPTION) if c in names]
-        columns += [c for c in names if is_attribute_column(c)]
+        """The keyword leg: the ids of the `limit` best BM25 matches over description and attribute text."""
         try:
-            return keyword_search(table, query, limit, where=where, select=columns)
+            return keyword_search(table, query, limit, where=where)
         except ValueError as error:
             if not where:
                 raise
-            raise ValueError(f"filter {where!r} cannot be applied to table {name!r} (columns {columns}): {error}") from error
+            raise ValueError(f"filter {where!r} cannot be applied to table {name!r}: {error}") from error
+
+    def _with_payload(self, ranked: pl.DataFrame, tables: dict[str, tuple[str, Table]]) -> pl.DataFrame:
+        """`ranked` (fused item ids and scores) with its items' payload columns: image_uri, description,
+        attributes. They are read once, for the fused items only: a million-row leg that also fetched
+        them for its 300 candidates took three times as long as one that fetches ids alone."""
+        from lancedb.expr import col
+        ordered = sorted(tables.values(), key=lambda entry: entry is not tables.get("text"))  # text table first
+        schema = ordered[0][1].schema
+        columns = [c for c in (IMAGE_URI, DESCRIPTION) if c in schema.names]
+        columns += [c for c in schema.names if is_attribute_column(c)]
+        found = [pl.from_arrow(schema.empty_table().select([ITEM_ID, *columns]))]
+        missing = ranked[ITEM_ID].to_list()
+        for _, table in ordered:  # an item not (yet) in the text table is read from the image table
+            if not missing:
+                break
+            shared = [c for c in columns if c in table.schema.names]
+            rows = table.search().where(col(ITEM_ID).isin(missing)).select([ITEM_ID, *shared]).limit(None).to_arrow()
+            found.append(pl.from_arrow(rows))
+            missing = sorted(set(missing) - set(found[-1][ITEM_ID].to_list()))
+        payload = pl.concat(found, how="diagonal_relaxed").unique(ITEM_ID, keep="first")
+        rest = [c for c in ranked.columns if c != ITEM_ID]
+        return ranked.join(payload, on=ITEM_ID, how="left").select(ITEM_ID, *columns, *rest)
 
     def fusion_for(self, model: str | None = None) -> str:
         """The fusion strategy a query on `model` uses when the call names none."""
@@ -313,18 +335,15 @@ class CatalogSearch:
         return found
 
     def _nearest(self, name: str, table: Table, vector: np.ndarray, limit: int, where: str | None) -> pl.DataFrame:
-        """One table's `limit` nearest items by cosine: item_id, payload columns, score."""
+        """One table's `limit` nearest items by cosine: item_id, score."""
         dim = table.schema.field(VECTOR).type.list_size
         if dim != vector.shape[0]:
             raise ValueError(
                 f"table {name!r} holds {dim}-dimensional vectors but the model encodes {vector.shape[0]}; "
                 "re-materialize the embeddings for this model"
             )
-        names = table.schema.names
-        columns = [c for c in (ITEM_ID, IMAGE_URI, DESCRIPTION) if c in names]
-        columns += [c for c in names if is_attribute_column(c)]
         params = self._ann_params(name, table)
-        search = nearest_query(table, vector, params, filtered=bool(where)).select([*columns, DISTANCE_COLUMN]).limit(limit)
+        search = nearest_query(table, vector, params, limit, filtered=bool(where)).select([ITEM_ID, DISTANCE_COLUMN])
         if where:
             search = search.where(where, prefilter=True)
         try:
@@ -332,7 +351,7 @@ class CatalogSearch:
         except ValueError as error:
             if not where:
                 raise
-            raise ValueError(f"filter {where!r} cannot be applied to table {name!r} (columns {columns}): {error}") from error
+            raise ValueError(f"filter {where!r} cannot be applied to table {name!r}: {error}") from error
         frame = pl.from_arrow(hits)
         return frame.with_columns((1.0 - pl.col(DISTANCE_COLUMN)).alias(SCORE)).drop(DISTANCE_COLUMN)
 

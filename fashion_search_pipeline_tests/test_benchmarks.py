@@ -10,13 +10,23 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks import definitions_import, hardware, image_embedding, image_profile, incremental_drop
+from benchmarks import (
+    definitions_import,
+    hardware,
+    image_embedding,
+    image_profile,
+    incremental_drop,
+    queries,
+    tag_calibration,
+)
 from benchmarks.report import Row, render, write_json
+from benchmarks.run import _query_rows
 from benchmarks.vectors import ClusteredEmbeddings, ExactTopK
 from fashion_search_pipeline.models.checkpoints import TINY_CONFIG
 from fashion_search_pipeline.models.loading import load_clip
 from fashion_search_pipeline.models.precision import FP32, MIN_COSINE
 from fashion_search_pipeline.models.registry import ModelSpec
+from fashion_search_pipeline.store.tables import connect
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +135,27 @@ def test_training_precision_trains_both_precisions_on_the_same_items(tmp_path):
     assert speed.ratio == runs["bf16"]["samples_per_second"] / runs["fp32"]["samples_per_second"]
     assert mrr.met == (runs["bf16"]["heldout_text_to_image_mrr"]
                        >= runs["fp32"]["heldout_text_to_image_mrr"] - training_precision.MRR_TOLERANCE)
+
+
+def test_the_query_bench_measures_recall_at_the_service_depth_with_both_refine_factors(tiny_clip, tmp_path):
+    db_uri = str(tmp_path / "db")
+    measured = queries.run(connect(db_uri), db_uri, tiny_clip, image_rows=12_000, text_rows=12_000, queries=4,
+                           text_queries=["red dress", "blue jeans", "black shoes"], log=lambda _: None)
+    deep = measured["deep_vector_search"]
+    assert deep["limit"] == queries.DEEP_LIMIT
+    assert (deep["chosen"]["refine_factor"], deep["short_search"]["refine_factor"]) == (1, 5)
+    assert all(0.5 <= deep[name]["recall_at_100"] <= 1.0 for name in ("chosen", "short_search"))
+    assert 0.5 <= measured["vector_search"]["recall_at_10"] <= 1.0
+    rows = _query_rows({"queries": measured, "precision": {"chosen": "fp32"},
+                        "single_query": {"bf16_weights": {"p50_ms": 1.0}, "fp32": {"p50_ms": 1.0}}})
+    assert any("service depth" in row.figure for row in rows)
+
+
+def test_tag_calibration_counts_precision_only_on_the_half_the_threshold_was_not_chosen_on():
+    # Chosen on the even positions (0.9, 0.8, 0.6 right, 0.2 wrong) the threshold is 0.6, which keeps
+    # 0.9 (wrong), 0.8 (right) and 0.7 (wrong) of the odd ones. The odd positions never reach 0.9,
+    # so chosen there the threshold keeps nothing of the even ones.
+    confidence = np.array([0.9, 0.9, 0.8, 0.8, 0.6, 0.7, 0.2, 0.1])
+    correct = np.array([True, False, True, True, True, False, False, True])
+    precision, kept = tag_calibration.carried_over_precision(confidence, correct, 0.9)
+    assert kept == 3 and precision == pytest.approx(1 / 3)

@@ -150,12 +150,10 @@ def tag_items(
                    else items[ITEM_ID].is_in(list(calibration_ids)).to_numpy())
     reports = []
     for facet in config.facets:
-        labels = facet_labels(facet, items)
-        if not labels:
+        prediction = predict_facet(facet, items, image, encode_texts)
+        if prediction is None:
             continue
-        prompts = np.asarray(encode_texts([facet.prompt.format(label=label) for label in labels]), dtype=np.float64)
-        prompts = prompts / np.linalg.norm(prompts, axis=1, keepdims=True)
-        predicted, confidence = closest_labels(np.asarray(image, dtype=np.float64) @ prompts.T, labels)
+        predicted, confidence = prediction
         report = FacetReport(facet.name, facet.mirrors, 0.0, len(predicted), int(calibration.sum()))
         if facet.mirrors in items.columns:
             correct = np.array([p == t for p, t in zip(predicted, items[facet.mirrors].to_list())], dtype=bool)
@@ -169,6 +167,18 @@ def tag_items(
         columns[facet.confidence_column] = confidence.tolist()
         reports.append(report)
     return pl.DataFrame(columns), reports
+
+
+def predict_facet(
+    facet: Facet, items: pl.DataFrame, image: np.ndarray, encode_texts: Callable[[Sequence[str]], np.ndarray]
+) -> tuple[list[str], np.ndarray] | None:
+    """Each item's closest label of `facet` and its confidence (before abstaining); None without labels."""
+    labels = facet_labels(facet, items)
+    if not labels:
+        return None
+    prompts = np.asarray(encode_texts([facet.prompt.format(label=label) for label in labels]), dtype=np.float64)
+    prompts = prompts / np.linalg.norm(prompts, axis=1, keepdims=True)
+    return closest_labels(np.asarray(image, dtype=np.float64) @ prompts.T, labels)
 
 
 def closest_labels(cosines: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.ndarray]:

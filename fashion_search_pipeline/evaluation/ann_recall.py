@@ -55,7 +55,7 @@ def ann_recall_at_k(table: Table, *, k: int = 10, queries: int = 100, seed: int 
     for query in sample:
         exact = vectors @ vectors[query]
         cutoff = np.sort(exact)[-wanted]
-        search = nearest_query(table, vectors[query].astype(np.float32), params)
-        hits = search.select([ITEM_ID, DISTANCE_COLUMN]).limit(wanted).to_arrow()[ITEM_ID].to_pylist()
+        search = nearest_query(table, vectors[query].astype(np.float32), params, wanted)
+        hits = search.select([ITEM_ID, DISTANCE_COLUMN]).to_arrow()[ITEM_ID].to_pylist()
         found += sum(1 for item_id in set(hits) if exact[position[item_id]] >= cutoff - TIE_TOLERANCE)
     return AnnRecall(table.name, found / (wanted * len(sample)), k, len(sample), rows.height, index_type)

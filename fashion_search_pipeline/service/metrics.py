@@ -44,7 +44,7 @@ class ServiceMetrics:
         )
         self.stages = Histogram(
             "fashion_search_stage_seconds",
-            "Latency per stage: decode, encode, search_image, search_text, fusion, thumbnail",
+            "Latency per stage: decode, encode, search_image, search_text, search_keyword, fusion, payload, thumbnail",
             ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.batch_size = Histogram(

@@ -12,6 +12,7 @@ from fashion_search_pipeline.store.indexes import (
     DEFAULT_MIN_ROWS_FOR_ANN,
     HNSW_SQ,
     IVF_RQ,
+    AnnSearchParams,
     ann_search_params,
     ensure_indexes,
     plan_vector_index,
@@ -46,7 +47,7 @@ def nearest(table, query: np.ndarray, k: int, *, exact: bool):
     if exact:
         return search.bypass_vector_index()
     params = ann_search_params(table)
-    return search.nprobes(params.nprobes).refine_factor(params.refine_factor)
+    return search.nprobes(params.nprobes).refine_factor(params.refine_factor_for(k))
 
 
 def nearest_ids(table, query: np.ndarray, k: int, *, exact: bool) -> list[str]:
@@ -127,6 +128,11 @@ def test_ann_index_recall_at_10_matches_exact_search(db):
 
 
 @pytest.mark.slow  # builds two ANN indexes on a large table
+def test_deep_searches_re_rank_the_same_candidate_budget_and_never_more_per_result():
+    params = AnnSearchParams(nprobes=20, refine_factor=5)
+    assert [params.refine_factor_for(limit) for limit in (1, 10, 30, 72, 150, 300, 1000)] == [5, 5, 5, 3, 1, 1, 1]
+
+
 def test_a_table_outgrowing_ivf_hnsw_sq_is_rebuilt_as_ivf_rq_with_high_recall(db, monkeypatch):
     # Isotropic noise around 40 centres: neighbours barely stand out, the hard case for quantisers.
     vectors = clustered_unit_vectors(20_000, 128)
