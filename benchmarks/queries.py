@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from benchmarks.vectors import ClusteredEmbeddings, ExactTopK
@@ -30,6 +31,7 @@ from fashion_search_pipeline.store.indexes import (
     ensure_indexes,
     nearest_query,
 )
+from fashion_search_pipeline.store.keyword import keyword_texts
 from fashion_search_pipeline.store.tables import embedding_schema, table_name
 
 K = 10
@@ -87,7 +89,7 @@ def _built_table(db, name: str, source: ClusteredEmbeddings, rows: int, seed: in
     `exact` (an ExactTopK, or None) sees every vector on the way, for the ground truth.
     """
     timings = {"rows": rows, "exact_s": 0.0}
-    schema = embedding_schema(clip.embed_dim, ATTRIBUTE_COLUMNS)
+    schema = embedding_schema(clip.embed_dim, ATTRIBUTE_COLUMNS).append(pa.field(C.KEYWORD_TEXT, pa.utf8()))  # as the sync writes
 
     def batches():
         for start, vectors in zip(range(0, rows, WRITE_CHUNK), source.chunks(rows, WRITE_CHUNK, seed=seed)):
@@ -134,7 +136,8 @@ def _record_batch(schema: pa.Schema, vectors: np.ndarray, start: int, clip: Load
         **attributes,
         C.VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
     }
-    return pa.RecordBatch.from_pydict(data, schema=schema)
+    texts = keyword_texts(pl.DataFrame({C.DESCRIPTION: data[C.DESCRIPTION], **attributes}))
+    return pa.RecordBatch.from_pydict({**data, C.KEYWORD_TEXT: texts}, schema=schema)
 
 
 def _vector_search(table, queries: np.ndarray, truth: np.ndarray) -> dict:

@@ -28,6 +28,8 @@ ATTRIBUTES = "attributes"
 MODEL = "model"
 MODEL_VERSION = "model_version"
 VECTOR = "vector"
+# The keyword leg's text: description and text attributes in one full-text-indexed column.
+KEYWORD_TEXT = "keyword_text"
 
 # Search results.
 SCORE = "score"
@@ -53,6 +55,7 @@ EMBEDDING_COLUMNS = (
     CONTENT_HASH,
     MODEL,
     MODEL_VERSION,
+    KEYWORD_TEXT,
     VECTOR,
 )
 # Columns LanceDB adds to search results (vector, full-text, hybrid) and row addressing: a table

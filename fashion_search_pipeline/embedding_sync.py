@@ -25,6 +25,7 @@ from fashion_search_pipeline import columns as C
 from fashion_search_pipeline.models.encoders import encode_texts, iter_image_batches
 from fashion_search_pipeline.models.loading import LoadedClip
 from fashion_search_pipeline.store import tables
+from fashion_search_pipeline.store.keyword import keyword_texts
 
 # A merge-insert costs about 40 ms whether it holds 64 rows or 1,024 (a commit, a new fragment):
 # 20,000 rows take 11.7 s in 64-row commits and 0.3 s in 4,096-row ones. So fast encoders (a GPU)
@@ -99,7 +100,8 @@ def embedding_rows(items: pl.DataFrame, vectors: np.ndarray, clip: LoadedClip) -
     }
     for name in attributes:
         data[name] = items[name].cast(pl.Utf8).to_list()
-    return pa.Table.from_pydict(data, schema=schema)
+    texts = keyword_texts(items.select(C.DESCRIPTION, *[pl.col(name).cast(pl.Utf8) for name in attributes]))
+    return pa.Table.from_pydict(data, schema=schema).append_column(pa.field(C.KEYWORD_TEXT, pa.utf8()), pa.array(texts, pa.utf8()))
 
 
 def _batches(items: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:

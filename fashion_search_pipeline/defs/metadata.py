@@ -28,6 +28,7 @@ COLUMN_DESCRIPTIONS = {
     C.ATTRIBUTES: "every product attribute as one JSON object (for display)",
     C.MODEL: "registry name of the model that made the vector",
     C.MODEL_VERSION: "version of the model that made the vector (checkpoint fingerprint or tag)",
+    C.KEYWORD_TEXT: "description and text attributes in one column, full-text indexed: the keyword leg's text",
     "uri": "full URI of the file",
     "bytes": "file size in bytes",
     "sha256": "sha256 of the file's bytes",

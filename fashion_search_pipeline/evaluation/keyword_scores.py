@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fashion_search_pipeline.columns import ITEM_ID, SCORE
-from fashion_search_pipeline.store.keyword import keyword_search, table_keyword_columns
+from fashion_search_pipeline.store.keyword import keyword_search
 
 if TYPE_CHECKING:
     from lancedb.table import Table
@@ -27,12 +27,11 @@ def keyword_score_matrix(
     """
     position = {item_id: j for j, item_id in enumerate(candidate_ids)}
     scores = np.full((len(queries), len(candidate_ids)), -np.inf)
-    columns = table_keyword_columns(table)
     rows = table.count_rows()
     whole = len(position) >= rows
     limit = depth if depth is not None and whole else max(rows, len(candidate_ids), 1)
     for row, query in enumerate(queries):
-        hits = keyword_search(table, query, limit, columns=columns)
+        hits = keyword_search(table, query, limit)
         found = sorted(
             ((-score, item_id) for item_id, score in zip(hits[ITEM_ID], hits[SCORE]) if item_id in position)
         )

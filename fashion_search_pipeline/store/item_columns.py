@@ -2,17 +2,21 @@
 embedding tables beside the catalog attributes so they filter, facet and come back with results.
 
 Only the named columns of existing rows are updated (a merge-insert keyed by item_id that never
-inserts), so vectors and catalog attributes are untouched. A later embeddings run that rewrites
-an item leaves these columns null for it until the enrichment assets run again.
+inserts), so vectors and catalog attributes are untouched; when a text column changes, so does
+the items' keyword_text (the keyword leg finds zero-shot tags too). A later embeddings run that
+rewrites an item leaves these columns null for it, and its keyword_text without them, until the
+enrichment assets run again.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import polars as pl
 import pyarrow as pa
 
-from fashion_search_pipeline.columns import ATTRIBUTES, ITEM_ID, RESERVED_COLUMNS
+from fashion_search_pipeline.columns import ATTRIBUTES, ITEM_ID, KEYWORD_TEXT, RESERVED_COLUMNS
+from fashion_search_pipeline.store.keyword import keyword_texts, table_keyword_columns
 from fashion_search_pipeline.store.tables import open_existing_table, retry_commit_conflicts, write_lock
 
 if TYPE_CHECKING:
@@ -48,6 +52,22 @@ def _write_columns(db: lancedb.DBConnection, name: str, rows: pa.Table) -> int |
         retry_commit_conflicts(lambda: table.add_columns(missing))
     if rows.num_rows == 0:
         return 0
-    aligned = rows.cast(pa.schema([table.schema.field(field.name) for field in rows.schema]))
+    aligned = _with_keyword_text(table, rows.cast(pa.schema([table.schema.field(field.name) for field in rows.schema])))
     result = retry_commit_conflicts(lambda: table.merge_insert(ITEM_ID).when_matched_update_all().execute(aligned))
     return result.num_updated_rows
+
+
+def _with_keyword_text(table, rows: pa.Table) -> pa.Table:
+    """`rows` plus their items' keyword_text with the new values, when they set a text column the
+    keyword leg searches; `rows` as they are otherwise."""
+    searched = table_keyword_columns(table)
+    changed = [name for name in rows.column_names if name in searched]
+    if KEYWORD_TEXT not in table.schema.names or not changed:
+        return rows
+    from lancedb.expr import col
+    ids = rows.column(ITEM_ID).to_pylist()
+    current = pl.from_arrow(table.search().where(col(ITEM_ID).isin(ids)).select([ITEM_ID, *searched]).limit(None).to_arrow())
+    updated = current.drop(changed).join(pl.from_arrow(rows.select([ITEM_ID, *changed])), on=ITEM_ID, how="inner")
+    texts = updated.select(ITEM_ID, pl.Series(KEYWORD_TEXT, keyword_texts(updated.select(searched)), dtype=pl.Utf8))
+    ordered = pl.from_arrow(rows.select([ITEM_ID])).join(texts, on=ITEM_ID, how="left", maintain_order="left")
+    return rows.append_column(table.schema.field(KEYWORD_TEXT), ordered[KEYWORD_TEXT].to_arrow().cast(pa.utf8()))

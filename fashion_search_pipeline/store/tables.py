@@ -30,6 +30,7 @@ from fashion_search_pipeline.columns import (
     DROP_ID,
     IMAGE_URI,
     ITEM_ID,
+    KEYWORD_TEXT,
     MODEL,
     MODEL_VERSION,
     RESERVED_COLUMNS,
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from lancedb.table import Table
 
 TEXT_COLUMNS = (ITEM_ID, DROP_ID, IMAGE_URI, DESCRIPTION, CONTENT_HASH, MODEL, MODEL_VERSION, ATTRIBUTES)
+# Columns derived from the others, which every embedding table has: a writer may leave them out
+# (they are null then, and ensure_indexes fills them).
+DERIVED_COLUMNS = (KEYWORD_TEXT,)
 KEY_COLUMNS = (ITEM_ID, CONTENT_HASH, MODEL_VERSION)
 
 MAX_WRITE_ATTEMPTS = 8
@@ -175,8 +179,8 @@ def upsert_rows(
 ) -> int:
     """Insert or replace `rows` in table `name` by item_id; returns the rows written.
 
-    Creates the table on first write, adds attribute columns the table lacks
-    (null-filled Utf8), null-fills attribute columns the rows lack, and retries
+    Creates the table on first write, adds attribute and derived columns the table lacks
+    (null-filled Utf8), null-fills attribute and derived columns the rows lack, and retries
     commit conflicts with backoff. Re-running the same write changes nothing; each
     attempt holds the table's write lock, so concurrent writers never duplicate an id.
     """
@@ -252,6 +256,9 @@ def _upsert_once(db: lancedb.DBConnection, name: str, rows: pa.Table) -> int:
     """One write under the table's lock: create the table, or merge-insert into its latest version."""
     table = open_existing_table(db, name)
     if table is None:
+        for column in DERIVED_COLUMNS:
+            if column not in rows.column_names:
+                rows = rows.append_column(pa.field(column, pa.utf8()), pa.nulls(rows.num_rows, pa.utf8()))
         db.create_table(name, data=rows)
         return rows.num_rows
     aligned = _aligned_to_table(table, name, rows)
@@ -305,11 +312,14 @@ def _aligned_to_table(table: Table, name: str, rows: pa.Table) -> pa.Table:
     """`rows` in the table's schema: new attribute columns added to the table,
     attribute columns the rows lack filled with nulls, types cast to the table's."""
     new_columns = [column for column in rows.column_names if column not in table.schema.names]
-    not_attributes = [column for column in new_columns if not is_attribute_column(column)]
+    new_columns += [column for column in DERIVED_COLUMNS if column not in table.schema.names + new_columns]
+    not_attributes = [
+        column for column in new_columns if not is_attribute_column(column) and column not in DERIVED_COLUMNS
+    ]
     if not_attributes:
         raise SchemaMismatchError(
             f"rows for table {name!r} have columns the table lacks: {not_attributes}; "
-            "only attribute columns are added automatically"
+            f"only attribute columns and {list(DERIVED_COLUMNS)} are added automatically"
         )
     if new_columns:
         table.add_columns([pa.field(column, pa.utf8()) for column in new_columns])
@@ -324,7 +334,7 @@ def _aligned_to_table(table: Table, name: str, rows: pa.Table) -> pa.Table:
                     f"column {field.name!r} of rows for table {name!r} is {column.type}, "
                     f"the table stores {field.type}: {error}"
                 ) from error
-        elif is_attribute_column(field.name) or field.name == ATTRIBUTES:
+        elif is_attribute_column(field.name) or field.name in (ATTRIBUTES, *DERIVED_COLUMNS):
             arrays.append(pa.nulls(rows.num_rows, field.type))
         else:
             raise SchemaMismatchError(f"rows for table {name!r} lack the column {field.name!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from lancedb.index import FTS
 
 from fashion_search_pipeline.columns import ITEM_ID, VECTOR
 from fashion_search_pipeline.store import indexes
@@ -17,6 +18,7 @@ from fashion_search_pipeline.store.indexes import (
     ensure_indexes,
     plan_vector_index,
 )
+from fashion_search_pipeline.store.keyword import keyword_search, keyword_text_indexed
 from fashion_search_pipeline.store.tables import connect, upsert_rows
 from fashion_search_pipeline_tests.store.test_tables import embedding_rows
 
@@ -82,11 +84,11 @@ def test_ensure_indexes_on_a_small_table_builds_scalar_and_full_text_indexes_onl
     table = db.open_table("m__text")
     report = ensure_indexes(table)
     assert report["rows"] == 3
-    assert (report["item_id_index"], report["description_index"]) == ("created", "created")
+    assert (report["item_id_index"], report["keyword_index"], report["keyword_text_filled"]) == ("created", "created", 3)
     assert report["vector_index"] is None
     assert {tuple(index.columns): index.index_type for index in table.list_indices()} == {
         ("item_id",): "BTree",
-        ("description",): "FTS",
+        ("keyword_text",): "FTS",
     }
     assert ann_search_params(table) is None
     hits = table.search("banana", query_type="fts").limit(5).to_arrow()
@@ -101,7 +103,7 @@ def test_ensure_indexes_again_folds_new_rows_into_the_existing_indexes(db):
     upsert_rows(db, "m__text", embedding_rows(["cherry", "damson"], seed=3))
     table = db.open_table("m__text")
     report = ensure_indexes(table)
-    assert (report["item_id_index"], report["description_index"], report["optimized"]) == ("present", "present", True)
+    assert (report["item_id_index"], report["keyword_index"], report["optimized"]) == ("present", "present", True)
     assert all(index.num_unindexed_rows == 0 for index in table.list_indices())
     assert table.search("damson", query_type="fts").limit(5).to_arrow()[ITEM_ID].to_pylist() == ["damson"]
 
@@ -154,12 +156,26 @@ def test_a_table_outgrowing_ivf_hnsw_sq_is_rebuilt_as_ivf_rq_with_high_recall(db
     assert found / (10 * len(queries)) >= 0.95
 
 
-def test_ensure_indexes_builds_a_full_text_index_on_every_attribute_column(db):
-    rows = embedding_rows(["a", "b"], attributes={"colour": ["Red", "Blue"], "article_type": ["Tops", "Caps"]})
+def test_keyword_text_joins_description_and_attributes_in_one_full_text_index(db):
+    rows = embedding_rows(["a", "b"], attributes={"colour": ["Red", None], "article_type": ["Tops", "Caps"]})
     upsert_rows(db, "tiny__text", rows)
     table = db.open_table("tiny__text")
     report = ensure_indexes(table)
-    assert report["keyword_indexes"] == {"columns": ["colour", "article_type"], "created": ["colour", "article_type"]}
-    full_text = {tuple(index.columns) for index in table.list_indices() if index.index_type == "FTS"}
-    assert full_text == {("description",), ("colour",), ("article_type",)}
-    assert ensure_indexes(table)["keyword_indexes"]["created"] == []
+    assert (report["keyword_index"], report["keyword_text_filled"]) == ("created", 2)
+    texts = dict(zip(*table.to_arrow().select(["item_id", "keyword_text"]).to_pydict().values()))
+    assert texts == {"a": "description of a Red Tops", "b": "description of b Caps"}
+    assert {tuple(index.columns) for index in table.list_indices() if index.index_type == "FTS"} == {("keyword_text",)}
+    again = ensure_indexes(table)
+    assert (again["keyword_index"], again["keyword_text_filled"]) == ("present", 0)
+
+
+def test_a_table_from_before_keyword_text_is_searched_by_columns_until_ensure_indexes_adds_it(db):
+    old = embedding_rows(["a", "b"], attributes={"colour": ["Red", "Blue"]})
+    table = db.create_table("tiny__text", data=old)  # written before the column existed
+    table.create_index("colour", config=FTS())
+    table.create_index("description", config=FTS())
+    assert keyword_search(table, "blue", 5)["item_id"].to_list() == ["b"]  # the multi-column match
+    report = ensure_indexes(table)
+    assert (report["keyword_index"], report["keyword_text_filled"]) == ("created", 2)
+    assert keyword_text_indexed(table)
+    assert keyword_search(table, "blue", 5)["item_id"].to_list() == ["b"]

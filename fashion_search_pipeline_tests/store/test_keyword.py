@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from fashion_search_pipeline.store.indexes import ensure_indexes
+from fashion_search_pipeline.store.item_columns import write_item_columns
 from fashion_search_pipeline.store.keyword import keyword_columns, keyword_search, keyword_terms
 from fashion_search_pipeline.store.tables import connect, upsert_rows
 from fashion_search_pipeline_tests.store.test_tables import embedding_rows
@@ -82,3 +84,15 @@ def test_rows_written_after_the_index_are_found_by_keyword_after_ensure_indexes(
     assert report["optimized"] is True
     assert not [index.name for index in text.list_indices() if index.num_unindexed_rows]
     assert ids(keyword_search(text, "casual", 10)) == ["sneaker-9"]
+
+
+def test_a_zero_shot_tag_written_later_is_found_by_keyword(table):
+    db, _ = table
+    tags = pa.table({"item_id": ["jacket-1", "tee-2"], "pattern": ["striped", None]})
+    write_item_columns(db, ["tiny__text"], tags)
+    text = db.open_table("tiny__text")
+    keyword_text = dict(zip(*text.to_arrow().select(["item_id", "keyword_text"]).to_pydict().values()))
+    assert keyword_text["jacket-1"] == "Puma Men Ferrari Black Fleece Jacket Men Black Jackets striped"
+    assert keyword_text["tee-2"] == "Nike Red Tee Women Red Tshirts"
+    assert ids(keyword_search(text, "striped", 10)) == ["jacket-1"]  # before any index update, too
+    assert ids(keyword_search(text, "nike tee", 10)) == ["tee-2"]
