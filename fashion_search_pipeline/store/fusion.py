@@ -42,11 +42,11 @@ KEYWORD_STRATEGIES = ("keyword", "hybrid", "hybrid_rrf")
 SINGLE_LEG_STRATEGIES = (*MODALITIES, KEYWORD)
 LEGS = (*MODALITIES, KEYWORD)
 # Weights of the legs in "hybrid" and "hybrid_rrf" (in "hybrid" the vector legs' sum is their
-# share against the keyword leg's: 1/3 here). Chosen on the shopper-query task of the shared fashion
-# catalog with a fully trained domain-clip (30 epochs), on a half of the queries not used to report:
-# keyword weight 1 0.607, 2 0.640, 3 0.667, 4 0.688, 6 0.680, 8 0.672, 12 0.659 MRR on that half
-# (docs/search-quality.md).
-HYBRID_WEIGHTS = {"image": 1.0, "text": 1.0, KEYWORD: 4.0}
+# share against the keyword leg's: 1/5 here). Chosen on the shopper-query task of the shared fashion
+# catalog with a trained domain-clip, on the half of the queries not used to report (`python -m
+# benchmarks.hybrid_weights`): keyword weight 2 0.668, 4 0.718, 6 0.752, 8 0.757, 12 0.753,
+# 16 0.751 MRR on that half (docs/search-quality.md).
+HYBRID_WEIGHTS = {"image": 1.0, "text": 1.0, KEYWORD: 8.0}
 HYBRID_DECIMALS = 12
 # CatalogSearch's fusion for a model no retrieval evaluation has chosen one for (see
 # store.fusion_choices). "hybrid": with the trained domain-clip on the shared fashion catalog it
