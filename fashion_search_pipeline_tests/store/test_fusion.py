@@ -174,9 +174,9 @@ WEIGHTS = {"image": 1.0, "text": 1.0, "keyword": 2.0}
 
 def test_the_hybrids_default_to_the_measured_weights():
     assert fuse(ALL_LEGS, "hybrid").equals(fuse(ALL_LEGS, "hybrid", weights=HYBRID_WEIGHTS))
-    # keyword weight 4 of 6: scaled raw a 1, b .75, c .5, d 0, e 0 (a third of the score) and BM25 / best
-    # d 1, e .5 (two thirds): d .667, a .333 = e .333 (tie to the item id), b .25, c .167
-    assert fuse(ALL_LEGS, "hybrid")["item_id"].to_list() == ["d", "a", "e", "b", "c"]
+    # keyword weight 8 of 10: scaled raw a 1, b .75, c .5, d 0, e 0 (a fifth of the score) and BM25 / best
+    # d 1, e .5 (four fifths): d .8, e .4, a .2, b .15, c .1
+    assert fuse(ALL_LEGS, "hybrid")["item_id"].to_list() == ["d", "e", "a", "b", "c"]
 
 
 def test_hybrid_mixes_scaled_vector_scores_with_bm25_over_its_best():
