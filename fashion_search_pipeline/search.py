@@ -46,6 +46,7 @@ from fashion_search_pipeline.store.fusion import (
     CANDIDATES_PER_RESULT,
     DEFAULT_STRATEGY,
     KEYWORD_STRATEGIES,
+    LEGS,
     STRATEGIES,
     fuse,
 )
@@ -67,6 +68,10 @@ ImageQuery = str | os.PathLike | bytes | Image.Image
 
 # How often warm table handles look for commits made by other writers.
 READ_CONSISTENCY = timedelta(seconds=5)
+# Searches whose legs (image, text, keyword) run at once, each leg on its own thread; the legs of
+# more concurrent searches wait for a thread. With one thread per modality (2), a hybrid query's
+# keyword leg waited for a vector leg, and the service's concurrent queries shared 2 threads.
+CONCURRENT_SEARCHES = 8
 
 
 class CatalogSearch:
@@ -107,7 +112,7 @@ class CatalogSearch:
         self._versions: dict[str, tuple[int, frozenset[str]]] = {}
         self._fusion_choices: tuple[float, dict[str, str]] | None = None
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=len(MODALITIES), thread_name_prefix="catalog-search")
+        self._pool = ThreadPoolExecutor(max_workers=len(LEGS) * CONCURRENT_SEARCHES, thread_name_prefix="catalog-search")
 
     @classmethod
     def from_settings(cls, settings: config.Settings, **options) -> CatalogSearch:
