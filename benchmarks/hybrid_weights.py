@@ -57,7 +57,10 @@ def run(home: Path, model: str) -> dict:
     db = connect(str(home / "lancedb"))
     vectors = read_model_vectors(db, model)
     encode = partial(encode_texts, load_clip(specs[model]))
-    scorer = partial(keyword_score_matrix, open_existing_table(db, table_name(model, "text")), depth=FUSION_DEPTH)
+    text_table = open_existing_table(db, table_name(model, "text"))
+    if text_table is None:
+        raise SystemExit(f"model {model!r} has no text table in {home / 'lancedb'}: nothing for the keyword leg")
+    scorer = partial(keyword_score_matrix, text_table, depth=FUSION_DEPTH)
     subsets = card_subsets(training_cards(specs).get(model), vectors.item_ids) or {}
     parts = {"all": vectors, **({HELD_OUT: vectors.subset(subsets[HELD_OUT])} if HELD_OUT in subsets else {})}
     queries, _ = shopper_queries(vectors.items)

@@ -57,7 +57,8 @@ def run(home: Path, model: str, facets: FacetConfig) -> dict:
     encode = partial(encode_texts, load_clip(specs[model]))
     figures = {}
     for facet in facets.facets:
-        prediction = predict_facet(facet, vectors.items, vectors.image, encode) if facet.mirrors else None
+        mirrored = facet.mirrors in vectors.items.columns
+        prediction = predict_facet(facet, vectors.items, vectors.image, encode) if mirrored else None
         if prediction is None:
             continue
         predicted, confidence = prediction

@@ -160,7 +160,7 @@ def product_tags(
 
 
 def _calibrated_on(report: FacetReport, held_out: bool) -> str:
-    if not report.mirrors:
+    if not report.mirrors or report.coverage is None:  # no mirrored attribute among the items
         return "–"
     return f"{report.calibration_items} held-out items" if held_out else f"all {report.calibration_items} items"
 

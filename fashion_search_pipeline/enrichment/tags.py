@@ -198,7 +198,7 @@ def abstain_threshold(
     (confidence >= threshold) reach `target_precision`, with the most coverage. When none does,
     the threshold is above every confidence (abstain on all), precision None, coverage 0."""
     if confidence.size == 0:
-        return 1.0, None, 0.0
+        return float("inf"), None, 0.0
     order = np.argsort(-confidence, kind="stable")
     hits = np.cumsum(correct[order])
     precision = hits / np.arange(1, confidence.size + 1)

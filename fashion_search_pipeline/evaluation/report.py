@@ -214,8 +214,8 @@ def _definitions(evaluation: Evaluation) -> list[str]:
             f"- fused search ranks what CatalogSearch fuses for k = 10 ({depth}): raw = best cosine, rrf = "
             "reciprocal-rank fusion (k = 60), weighted = mean cosine, image / text = one table only; keyword = "
             "BM25 full-text search alone, hybrid = min-max scaled best cosine (as raw) mixed with BM25 over its best, "
-            "hybrid_rrf = rrf over image, text and keyword (text queries; for an image query the hybrids rank "
-            "as raw and rrf)."
+            "hybrid_rrf = rrf over image, text and keyword (text queries; for an image query both hybrids rank "
+            "as rrf)."
         )
         lines.append(f"- the fusion choice weighs the search tasks as evaluation.task_mix: {mix_sentence(tasks)}.")
     lines.append(

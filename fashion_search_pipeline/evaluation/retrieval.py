@@ -181,7 +181,7 @@ def _combined(
     # hybrid: the vector legs' raw score (a candidate only the keyword leg returned counts the
     # lowest) min-max scaled over the listed candidates, plus BM25 over the query's best BM25;
     # rows without keyword hits rank as rrf.
-    rrf = sum(np.where(returned[m], 1.0 / (RRF_K + ranks[m]), 0.0) for m in vector)
+    rrf = _combined("rrf", scores, ranks, returned)
     if KEYWORD not in scores:
         return rrf
     raw = np.maximum(*[np.where(returned[m], scores[m], -np.inf) for m in vector])

@@ -50,10 +50,10 @@ HYBRID_WEIGHTS = {"image": 1.0, "text": 1.0, KEYWORD: 8.0}
 HYBRID_DECIMALS = 12
 # CatalogSearch's fusion for a model no retrieval evaluation has chosen one for (see
 # store.fusion_choices). "hybrid": with the trained domain-clip on the shared fashion catalog it
-# beat every vector fusion on what shoppers type (shopper MRR 0.645 against 0.438 for the best,
-# raw). It ranks image queries exactly as rrf, the best vector fusion there on held-out items (MRR
-# 0.575 against 0.503 for raw) and in-sample (0.758 against 0.729); on the weighted task mix it
-# scored 0.676 against 0.576 for weighted, the previous default (docs/search-quality.md).
+# beat every vector fusion on what shoppers type (shopper MRR 0.763 against 0.438 for the best,
+# raw; BM25 alone 0.760). It ranks image queries exactly as rrf, the best vector fusion there on
+# held-out items (MRR 0.575 against 0.503 for raw) and in-sample (0.758 against 0.729); on the
+# weighted task mix it scored 0.782 against 0.576 for weighted (docs/search-quality.md).
 DEFAULT_STRATEGY = "hybrid"
 RRF_K = 60
 MISSING_SCORES = ("min", "zero")

@@ -166,6 +166,13 @@ def ensure_indexes(table: Table, *, min_rows_for_ann: int = DEFAULT_MIN_ROWS_FOR
         # the rewritten, not yet compacted rows measured recall@10 0.92 against 1.00).
         retry_commit_conflicts(table.optimize)
     report["keyword_index"] = _ensure_simple_index(table, existing, KEYWORD_TEXT, FTS())
+    # Full-text indexes of a table from before keyword_text (description, each attribute): unused now.
+    report["keyword_indexes_dropped"] = [
+        index.name for index in table.list_indices()
+        if index.index_type == "FTS" and list(index.columns) != [KEYWORD_TEXT]
+    ]
+    for name in report["keyword_indexes_dropped"]:
+        retry_commit_conflicts(lambda name=name: table.drop_index(name))
 
     plan = plan_vector_index(num_rows, min_rows_for_ann=min_rows_for_ann)
     current = existing.get((VECTOR,))

@@ -54,6 +54,7 @@ def _write_columns(db: lancedb.DBConnection, name: str, rows: pa.Table) -> int |
         return 0
     aligned = _with_keyword_text(table, rows.cast(pa.schema([table.schema.field(field.name) for field in rows.schema])))
     result = retry_commit_conflicts(lambda: table.merge_insert(ITEM_ID).when_matched_update_all().execute(aligned))
+    retry_commit_conflicts(table.optimize)  # the merge rewrote those rows: fold them back into the indexes
     return result.num_updated_rows
 
 
@@ -66,7 +67,10 @@ def _with_keyword_text(table, rows: pa.Table) -> pa.Table:
         return rows
     from lancedb.expr import col
     ids = rows.column(ITEM_ID).to_pylist()
-    current = pl.from_arrow(table.search().where(col(ITEM_ID).isin(ids)).select([ITEM_ID, *searched]).limit(None).to_arrow())
+    current = table.search().select([ITEM_ID, *searched]).limit(None)
+    if 2 * len(ids) < table.count_rows():  # a few items: look them up; most of the table: read it all
+        current = current.where(col(ITEM_ID).isin(ids))
+    current = pl.from_arrow(current.to_arrow())
     updated = current.drop(changed).join(pl.from_arrow(rows.select([ITEM_ID, *changed])), on=ITEM_ID, how="inner")
     texts = updated.select(ITEM_ID, pl.Series(KEYWORD_TEXT, keyword_texts(updated.select(searched)), dtype=pl.Utf8))
     ordered = pl.from_arrow(rows.select([ITEM_ID])).join(texts, on=ITEM_ID, how="left", maintain_order="left")

@@ -142,6 +142,24 @@ def test_a_slow_earlier_answer_never_replaces_the_newer_search(browser_page, ser
         page.close()
 
 
+def test_more_is_hidden_while_a_new_first_page_is_on_its_way(browser_page, service, artifacts):
+    page = browser_page.context.new_page()
+    try:
+        page.add_init_script(HOLD_BACK_TEXT_ANSWERS)
+        page.goto(service.url, wait_until="networkidle")
+        page.fill("#query", "red dress")
+        page.click("#search-button")
+        expect(page.locator("#more")).to_be_visible()  # the catalog holds more than one page
+        page.fill("#query", "blue jeans")
+        page.click("#search-button")  # its first page comes 1.5 s late: "more" must not page it from offset 24
+        expect(page.locator("#more")).to_be_hidden()
+        page.wait_for_function("window.settledTextSearches === 2")
+        expect(page.locator("#results .product")).to_have_count(24)
+        expect(page.locator("#more")).to_be_visible()
+    finally:
+        page.close()
+
+
 def catalog_rows(url: str) -> int:
     """Products in the image table now (test_freshness may have added a drop)."""
     (model,) = requests.get(f"{url}/v1/models", timeout=10).json()["models"]

@@ -177,5 +177,7 @@ def test_a_table_from_before_keyword_text_is_searched_by_columns_until_ensure_in
     assert keyword_search(table, "blue", 5)["item_id"].to_list() == ["b"]  # the multi-column match
     report = ensure_indexes(table)
     assert (report["keyword_index"], report["keyword_text_filled"]) == ("created", 2)
+    assert len(report["keyword_indexes_dropped"]) == 2  # the per-column ones, unused from now on
+    assert {tuple(index.columns) for index in table.list_indices() if index.index_type == "FTS"} == {("keyword_text",)}
     assert keyword_text_indexed(table)
     assert keyword_search(table, "blue", 5)["item_id"].to_list() == ["b"]

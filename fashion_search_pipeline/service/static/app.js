@@ -67,6 +67,10 @@ async function run(query, offset) {
   const controller = new AbortController();
   state.inFlight = controller;
   state.query = query;
+  if (offset === 0) {  // a new first page: "more" must not page the previous query meanwhile
+    state.offset = 0;
+    $("more").hidden = true;
+  }
   $("error").hidden = true;
   $("status").textContent = "Searching…";
   const chip = $("query-chip");
