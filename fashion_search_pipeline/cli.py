@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -484,7 +485,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _serve_on_ray(args: argparse.Namespace, settings) -> int:
     """Deploy the service as Ray Serve replicas on the cluster at --ray-address; Ctrl-C removes it."""
-    import signal
     import threading
 
     from ray import serve
@@ -631,9 +631,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"fashion-search {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print(f"fashion-search {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interruption:  # 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM
+        signum = getattr(interruption, "signum", signal.SIGINT)
+        print(f"fashion-search {args.command}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -149,7 +149,12 @@ def reporting_pool_waits(
 
 
 class TerminationRequested(KeyboardInterrupt):
-    """A SIGTERM or Ctrl-C stopped the runs (a KeyboardInterrupt, so Dagster fails the run it interrupts)."""
+    """A SIGTERM or Ctrl-C stopped the runs (a KeyboardInterrupt, so Dagster fails the run it interrupts).
+    `signum`: the signal that asked for it (a command exits with 128 + signum: 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = int(signum)
 
 
 _STOPPED_BY = (signal.SIGTERM, signal.SIGINT)
@@ -189,6 +194,7 @@ def stopping_on_sigterm(report: Callable[[str], None] = print) -> Iterator[None]
     reader.setblocking(False)
     writer.setblocking(False)
     requested = threading.Event()  # a SIGTERM or SIGINT arrived
+    received_signal = [signal.SIGINT]  # which one (the first)
     ending = threading.Event()  # the block is ending (TerminationRequested raised between runs, or left)
     done = threading.Event()
 
@@ -197,16 +203,16 @@ def stopping_on_sigterm(report: Callable[[str], None] = print) -> Iterator[None]
             return
         requested.set()
         ending.set()
-        raise TerminationRequested(f"stopped by {signal.Signals(signum).name}")
+        raise TerminationRequested(f"stopped by {signal.Signals(signum).name}", signum)
 
     def poke(signum: int, frame: FrameType | None) -> None:
         if not requested.is_set() or ending.is_set():
             return
         if signal.getsignal(signal.SIGINT) is stop:  # between runs: Dagster restored our handler
             ending.set()
-            raise TerminationRequested("stopped by a signal")
+            raise TerminationRequested("stopped by a signal", received_signal[0])
         if _in_executor_wait(frame):  # Dagster fails this run; the next poke lands between runs
-            raise TerminationRequested("stopped by a signal while waiting for a pool slot")
+            raise TerminationRequested("stopped by a signal while waiting for a pool slot", received_signal[0])
 
     reported = threading.Event()
 
@@ -218,6 +224,7 @@ def stopping_on_sigterm(report: Callable[[str], None] = print) -> Iterator[None]
         received = [number for number in _STOPPED_BY if number in numbers]
         if received and not reported.is_set():
             reported.set()
+            received_signal[0] = received[0]
             requested.set()
             stop_waiting()  # a table-lock wait on a writer thread ends too
             report(f"fashion-search: {signal.Signals(received[0]).name} received: stopping (a run in progress "
